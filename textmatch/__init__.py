@@ -1,0 +1,31 @@
+"""textmatch: few-shot text classification and retrieval with Matching Networks
+(Vinyals et al. 2016, arXiv 1606.04080)."""
+
+__version__ = "0.1.0"
+
+from .data import load_text_dataset
+from .encoders import BiLSTMEncoder, Encoder, TransformerEncoder
+from .episodes import Episode, EpisodeSampler
+from .errors import TextMatchError
+from .hub import DEFAULT_MODEL
+from .modeling import MatchingNetwork, MatchingNetworkConfig
+from .sklearn import MatchingNetworkClassifier
+from .training import Trainer, TrainingArguments, TrainOutput
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "BiLSTMEncoder",
+    "Encoder",
+    "Episode",
+    "EpisodeSampler",
+    "MatchingNetwork",
+    "MatchingNetworkClassifier",
+    "MatchingNetworkConfig",
+    "TextMatchError",
+    "Trainer",
+    "TrainingArguments",
+    "TrainOutput",
+    "TransformerEncoder",
+    "__version__",
+    "load_text_dataset",
+]
