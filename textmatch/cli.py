@@ -1,0 +1,303 @@
+"""The `textmatch` command: predict, evaluate and train from the shell.
+
+Exit status: 0 on success, 2 on bad usage or bad input (one line on stderr naming the
+problem), 1 on an internal error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Any, Sequence
+
+from .errors import TextMatchError
+from .hub import DEFAULT_MODEL
+
+EXIT_OK, EXIT_INTERNAL, EXIT_USAGE = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors (exit 2), like the rest of the CLI."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"textmatch {self.prog.split()[-1]}: error: {message}\n")
+
+
+def _add_data_columns(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--split", default=None, help="split to read when a data source has several (e.g. train)")
+    p.add_argument("--text-column", default="text", help="column holding the texts (default: text)")
+    p.add_argument("--label-column", default="label", help="column holding the labels (default: label)")
+
+
+def _add_runtime(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--batch-size", type=int, default=64, help="texts per forward pass (default: 64)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available, else cpu)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="textmatch",
+        description="Few-shot text classification with Matching Networks (Vinyals et al. 2016).",
+    )
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"textmatch {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    data_help = "a CSV/TSV/JSON(L)/Parquet file with text and label columns, or a Hugging Face dataset name/folder"
+
+    p = sub.add_parser("predict", help="label texts against a labelled support set",
+                       description="Label each TEXT (or each line of stdin) with the class of its best match.")
+    p.add_argument("--model", default=DEFAULT_MODEL, help=f"Hub id or folder (default: {DEFAULT_MODEL})")
+    p.add_argument("--support", help=f"labelled examples; {data_help}. Optional when the model was saved with one")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="out-of-scope threshold on the best class probability: below it the label is 'oos'")
+    p.add_argument("--top-k", type=int, default=3, help="classes listed per text in --json output (default: 3)")
+    p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+    p.add_argument("texts", nargs="*", metavar="TEXT", help="texts to label (default: read lines from stdin)")
+    _add_data_columns(p)
+    _add_runtime(p)
+
+    p = sub.add_parser("evaluate", help="accuracy of a model on a labelled test set",
+                       description="Classify a labelled test set against the support set and report accuracy.")
+    p.add_argument("--model", default=DEFAULT_MODEL, help=f"Hub id or folder (default: {DEFAULT_MODEL})")
+    p.add_argument("--support", help=f"labelled examples; {data_help}. Optional when the model was saved with one")
+    p.add_argument("--test", required=True, help=f"labelled test texts; {data_help}")
+    p.add_argument("--threshold", type=float, default=None, help="out-of-scope threshold (see predict)")
+    p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+    _add_data_columns(p)
+    _add_runtime(p)
+
+    p = sub.add_parser("train", help="fine-tune a model on labelled data with N-way K-shot episodes",
+                       description="Episodic training (the matching loss of eq. 1); the output folder holds "
+                                   "the trained model with the training data as its support set.")
+    p.add_argument("--model", default=DEFAULT_MODEL, help=f"starting point: Hub id or folder (default: {DEFAULT_MODEL})")
+    p.add_argument("--train", required=True, help=f"training examples; {data_help}")
+    p.add_argument("--valid", help="validation examples (same classes, or other classes for meta-training): "
+                                   "enables best-checkpoint keeping and early stopping")
+    p.add_argument("--output", required=True, help="folder to save the trained model in")
+    p.add_argument("--n-way", type=int, default=None, help="classes per episode (default: min(16, classes))")
+    p.add_argument("--k-shot", type=int, default=None, help="support examples per class (default: from the data, <= 5)")
+    p.add_argument("--q-query", type=int, default=None, help="query examples per class (default: from the data, <= 5)")
+    p.add_argument("--episodes", type=int, default=None, help="training episodes (default: 150)")
+    p.add_argument("--lr", type=float, default=None, help="encoder learning rate (default: 3e-5)")
+    p.add_argument("--temperature", type=float, default=None, help="softmax temperature tau (default: 0.05)")
+    p.add_argument("--learn-temperature", action="store_true", help="train tau as a parameter")
+    p.add_argument("--fce", action="store_true", help="add Full Context Embeddings (paper appendix A.2)")
+    p.add_argument("--prototype", action="store_true", help="match against class means (prototypical variant)")
+    p.add_argument("--eval-steps", type=int, default=None, help="validate every N episodes (default: 25)")
+    p.add_argument("--patience", type=int, default=None, help="stop after N validations without gain (default: 4)")
+    p.add_argument("--seed", type=int, default=None, help="random seed (default: 42)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+    _add_data_columns(p)
+    _add_runtime(p)
+    return parser
+
+
+# -- helpers --------------------------------------------------------------------------------------
+def _quiet_libraries() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    import datasets
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+    datasets.logging.set_verbosity_error()
+
+
+def _read_labelled(source: str, args: argparse.Namespace, what: str) -> tuple[list[str], list[str]]:
+    from .data import load_text_dataset, texts_and_labels
+
+    ds = load_text_dataset(source, split=args.split, text_column=args.text_column, label_column=args.label_column)
+    texts, labels = texts_and_labels(ds, args.text_column, args.label_column, require_all_label_names=what == "support")
+    if not texts:
+        raise TextMatchError(f"the {what} data {source!r} has no rows")
+    return texts, [str(y) for y in labels]
+
+
+def _load_model(args: argparse.Namespace, **overrides: Any):
+    from .modeling import MatchingNetwork
+
+    return MatchingNetwork.from_pretrained(args.model, device=args.device, **overrides)
+
+
+def _with_support(model: Any, args: argparse.Namespace) -> Any:
+    if args.support:
+        texts, labels = _read_labelled(args.support, args, "support")
+        model.fit(texts, labels, batch_size=args.batch_size)
+    elif not model.classes_:
+        raise TextMatchError("no support set: pass --support FILE (the model was not saved with one)")
+    return model
+
+
+def _emit_json(doc: Any) -> None:
+    sys.stdout.write(json.dumps(doc, ensure_ascii=False, indent=2) + "\n")
+
+
+# -- commands -------------------------------------------------------------------------------------
+def cmd_predict(args: argparse.Namespace) -> int:
+    texts = list(args.texts)
+    if not texts:
+        if sys.stdin.isatty():
+            raise TextMatchError("no texts given: pass TEXT arguments or pipe lines on stdin")
+        texts = [line.rstrip("\n") for line in sys.stdin if line.strip()]
+        if not texts:
+            raise TextMatchError("stdin held no texts; give one text per line")
+    if args.top_k < 1:
+        raise TextMatchError(f"--top-k must be at least 1, got {args.top_k}")
+    model = _with_support(_load_model(args), args)
+    probs = model.predict_proba(texts, batch_size=args.batch_size)
+    labels = model.predict(texts, batch_size=args.batch_size, threshold=args.threshold)
+    rows = []
+    for text, label, p in zip(texts, labels, probs):
+        order = p.argsort()[::-1][: args.top_k]
+        rows.append({
+            "text": text,
+            "label": label,
+            "score": float(p.max()),
+            "top": [{"label": model.classes_[i], "probability": float(p[i])} for i in order],
+        })
+    if args.json:
+        _emit_json({"model": args.model, "threshold": args.threshold, "predictions": rows})
+    else:
+        for row in rows:
+            print(f"{row['label']}\t{row['score']:.3f}\t{row['text']}")
+    return EXIT_OK
+
+
+def classification_report(gold: Sequence[str], predicted: Sequence[str]) -> dict[str, Any]:
+    """Accuracy, per-label precision / recall / F1 / support, and macro F1."""
+    labels = sorted(set(gold) | set(predicted))
+    per_label: dict[str, dict[str, float]] = {}
+    for label in labels:
+        tp = sum(g == label and p == label for g, p in zip(gold, predicted))
+        n_pred = sum(p == label for p in predicted)
+        n_gold = sum(g == label for g in gold)
+        precision = tp / n_pred if n_pred else 0.0
+        recall = tp / n_gold if n_gold else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        per_label[label] = {"precision": precision, "recall": recall, "f1": f1, "support": n_gold}
+    gold_labels = [lab for lab in labels if per_label[lab]["support"] > 0]
+    return {
+        "accuracy": sum(g == p for g, p in zip(gold, predicted)) / len(gold),
+        "n": len(gold),
+        "macro_f1": sum(per_label[lab]["f1"] for lab in gold_labels) / max(1, len(gold_labels)),
+        "per_label": per_label,
+    }
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    model = _with_support(_load_model(args), args)
+    texts, gold = _read_labelled(args.test, args, "test")
+    start = time.perf_counter()
+    predicted = [str(y) for y in model.predict(texts, batch_size=args.batch_size, threshold=args.threshold)]
+    seconds = time.perf_counter() - start
+    report = classification_report(gold, predicted)
+    unseen = sorted(set(gold) - {str(c) for c in model.classes_} - {model.config.oos_label})
+    report.update({
+        "model": args.model,
+        "support": args.support,
+        "test": args.test,
+        "n_support": len(model.support_texts),
+        "n_classes": len(model.classes_),
+        "threshold": args.threshold if args.threshold is not None else model.config.threshold,
+        "labels_not_in_support": unseen,
+        "predict_seconds": round(seconds, 3),
+    })
+    if args.json:
+        _emit_json(report)
+    else:
+        print(f"accuracy {report['accuracy']:.4f} on {report['n']} texts "
+              f"({len(model.classes_)} classes, {len(model.support_texts)} support examples)")
+        print(f"macro F1 {report['macro_f1']:.4f}; prediction took {seconds:.1f} s")
+        if unseen:
+            print(f"warning: {len(unseen)} test label(s) have no support examples, e.g. {unseen[0]!r}", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .training import Trainer, TrainingArguments
+
+    overrides: dict[str, Any] = {}
+    if args.temperature is not None:
+        overrides["temperature"] = args.temperature
+    if args.learn_temperature:
+        overrides["learn_temperature"] = True
+    if args.fce:
+        overrides["fce"] = True
+    if args.prototype:
+        overrides["aggregation"] = "prototype"
+    train = _read_labelled(args.train, args, "train")
+    valid = _read_labelled(args.valid, args, "valid") if args.valid else None
+    given = {
+        "n_way": args.n_way, "k_shot": args.k_shot, "q_query": args.q_query, "num_episodes": args.episodes,
+        "learning_rate": args.lr, "eval_steps": args.eval_steps, "early_stopping_patience": args.patience,
+        "seed": args.seed,
+    }
+    training_args = TrainingArguments(
+        output_dir=args.output,
+        batch_size=args.batch_size,
+        device=args.device or "auto",
+        show_progress_bar=not args.no_progress,
+        **{k: v for k, v in given.items() if v is not None},
+    )
+    model = _load_model(args, **overrides)
+    trainer = Trainer(model, training_args, train_dataset=train, eval_dataset=valid)
+    result = trainer.train()
+    model.save_pretrained(args.output)
+    summary = {
+        "output": args.output,
+        "episodes": result.global_step,
+        "training_loss": result.training_loss,
+        "best_eval_accuracy": result.best_metric,
+        "best_step": result.best_step,
+        "train_seconds": round(result.train_runtime, 1),
+        "n_support": len(model.support_texts),
+        "n_classes": len(model.classes_),
+        "arguments": training_args.to_dict(),
+    }
+    if args.json:
+        _emit_json(summary)
+    else:
+        best = f", best validation accuracy {result.best_metric:.4f}" if result.best_metric is not None else ""
+        print(f"trained {result.global_step} episodes in {result.train_runtime:.0f} s "
+              f"(mean loss {result.training_loss:.4f}{best}); saved to {args.output}")
+    return EXIT_OK
+
+
+COMMANDS = {"predict": cmd_predict, "evaluate": cmd_evaluate, "train": cmd_train}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        if getattr(args, "batch_size", 1) < 1:
+            raise TextMatchError(f"--batch-size must be at least 1, got {args.batch_size}")
+        _quiet_libraries()
+        return COMMANDS[args.command](args)
+    except TextMatchError as exc:
+        print(f"textmatch {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("textmatch: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the CLI's last line of defence
+        if os.environ.get("TEXTMATCH_DEBUG"):
+            raise
+        print(f"textmatch {args.command}: internal error: {type(exc).__name__}: {exc} "
+              "(set TEXTMATCH_DEBUG=1 for the traceback, and please report it)", file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":
+    sys.exit(main())
