@@ -276,7 +276,10 @@ COMMANDS = {"predict": cmd_predict, "evaluate": cmd_evaluate, "train": cmd_train
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version (0) and usage errors (2): return, don't raise
+        return int(exc.code or 0)
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE

@@ -34,6 +34,8 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 SUPPORT_NAME = "support_set.json"
 SUPPORT_EMBEDDINGS_NAME = "support_embeddings.safetensors"
+# Everything save_pretrained writes; a new save replaces all of them (stale ones disappear).
+OWN_FILES = {CONFIG_NAME, WEIGHTS_NAME, SUPPORT_NAME, SUPPORT_EMBEDDINGS_NAME, "query_encoder", "support_encoder"}
 
 
 @dataclass
@@ -190,6 +192,8 @@ class MatchingNetwork(nn.Module):
             raise TextMatchError(
                 f"{weights} is corrupt or truncated ({type(exc).__name__}: {exc}); download or save the model again"
             ) from None
+        if "temperature" in overrides:  # an explicit temperature= overrides the saved one
+            state["log_temperature"] = model.log_temperature.detach().clone()
         state.setdefault("log_temperature", model.log_temperature.detach().clone())
         try:
             model.load_state_dict(_expand_shared(state, model), strict=True)
@@ -480,8 +484,18 @@ def _expand_shared(state: dict[str, torch.Tensor], model: MatchingNetwork) -> di
 
 
 def _replace_dir(tmp: Path, target: Path) -> None:
-    """Rename `tmp` to `target`; an existing target is moved aside first and removed after."""
+    """Rename `tmp` to `target`; an existing target is moved aside first and removed after.
+
+    Files in the old folder that a save does not write (a training log, a user's notes) are
+    copied into the new one first, so only the model's own files are replaced."""
     if target.exists():
+        for entry in target.iterdir():
+            if entry.name in OWN_FILES or (tmp / entry.name).exists():
+                continue
+            if entry.is_dir():
+                shutil.copytree(entry, tmp / entry.name, symlinks=True)
+            else:
+                shutil.copy2(entry, tmp / entry.name, follow_symlinks=False)
         old = target.with_name(f".{target.name}.old-{os.getpid()}")
         shutil.rmtree(old, ignore_errors=True)
         os.replace(target, old)

@@ -13,6 +13,7 @@ import copy
 import json
 import math
 import random
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -234,7 +235,9 @@ class Trainer:
 
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=args.num_episodes, desc="Training", unit="episode", disable=not args.show_progress_bar)
+        bar = tqdm(
+            total=args.num_episodes, desc="Training", unit="episode", disable=not args.show_progress_bar, file=sys.stderr
+        )
         best_metric: float | None = None
         best_step: int | None = None
         best_state: dict[str, torch.Tensor] | None = None
@@ -278,7 +281,8 @@ class Trainer:
                     record.update(metrics)
                     bar.write(
                         f"step {step}: eval_accuracy {metrics['eval_accuracy']:.4f} "
-                        f"(± {metrics['eval_accuracy_ci95']:.4f}), eval_loss {metrics['eval_loss']:.4f}"
+                        f"(± {metrics['eval_accuracy_ci95']:.4f}), eval_loss {metrics['eval_loss']:.4f}",
+                        file=sys.stderr,
                     )
                     if best_metric is None or metrics["eval_accuracy"] > best_metric:
                         best_metric, best_step, bad_evals = metrics["eval_accuracy"], step, 0
@@ -293,7 +297,7 @@ class Trainer:
                     log_file.write(json.dumps(record) + "\n")
                     log_file.flush()
                 if stop:
-                    bar.write(f"early stopping at step {step}: no improvement in {bad_evals} evaluations")
+                    bar.write(f"early stopping at step {step}: no improvement in {bad_evals} evaluations", file=sys.stderr)
                     break
         finally:
             bar.close()

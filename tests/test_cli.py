@@ -1,0 +1,152 @@
+"""The `textmatch` command: flags, JSON output and exit codes (0 ok, 2 bad input, 1 internal)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import make_sentences
+from textmatch import cli
+
+
+def write_csv(path: Path, texts, labels, header=("text", "label")) -> Path:
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        if header:
+            writer.writerow(header)
+        writer.writerows(zip(texts, labels))
+    return path
+
+
+@pytest.fixture
+def files(tmp_path):
+    texts, labels = make_sentences(8, seed=11)
+    test_texts, test_labels = make_sentences(3, seed=12)
+    return {
+        "support": write_csv(tmp_path / "support.csv", texts, labels),
+        "test": write_csv(tmp_path / "test.csv", test_texts, test_labels),
+        "noheader": write_csv(tmp_path / "noheader.csv", texts, labels, header=None),
+        "onelabel": write_csv(tmp_path / "one.csv", texts[:5], ["a"] * 5),
+        "dir": tmp_path,
+    }
+
+
+def run(argv, capsys):
+    code = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_predict_json(tiny_bert_dir, files, capsys):
+    code, out, err = run(["predict", "--model", tiny_bert_dir, "--support", files["support"], "--json",
+                          "rain forecast today", "play my playlist"], capsys)
+    assert code == 0, err
+    doc = json.loads(out)
+    assert [p["text"] for p in doc["predictions"]] == ["rain forecast today", "play my playlist"]
+    for p in doc["predictions"]:
+        assert p["label"] in {"weather", "music", "food", "travel", "money", "health"}
+        assert len(p["top"]) == 3 and p["top"][0]["label"] == p["label"]
+        assert p["score"] == pytest.approx(p["top"][0]["probability"])
+
+
+def test_predict_plain_and_threshold(tiny_bert_dir, files, capsys):
+    code, out, _ = run(["predict", "--model", tiny_bert_dir, "--support", files["support"],
+                        "--threshold", "1.01", "rain today"], capsys)
+    assert code == 0
+    label, score, text = out.strip().split("\t")
+    assert label == "oos" and text == "rain today" and 0 < float(score) <= 1
+
+
+def test_evaluate_json_fields(tiny_bert_dir, files, capsys):
+    code, out, err = run(["evaluate", "--model", tiny_bert_dir, "--support", files["support"],
+                          "--test", files["test"], "--json"], capsys)
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["n"] == 18 and 0.0 <= doc["accuracy"] <= 1.0
+    assert set(doc["per_label"]) >= {"weather", "music"}
+    correct = sum(round(v["recall"] * v["support"]) for v in doc["per_label"].values())
+    assert correct == round(doc["accuracy"] * doc["n"])
+
+
+def test_train_then_evaluate_saved_model(tiny_bert_dir, files, capsys, tmp_path):
+    out_dir = tmp_path / "trained"
+    code, out, err = run(["train", "--model", tiny_bert_dir, "--train", files["support"], "--valid", files["test"],
+                          "--output", out_dir, "--episodes", "4", "--eval-steps", "2", "--lr", "1e-3",
+                          "--no-progress", "--json"], capsys)
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["episodes"] == 4 and summary["n_support"] == 48 and summary["best_eval_accuracy"] is not None
+    assert (out_dir / "model.safetensors").is_file()
+    assert len((out_dir / "training_log.jsonl").read_text().splitlines()) == 4
+    # the saved model carries its support set: --support is optional
+    code, out, err = run(["evaluate", "--model", out_dir, "--test", files["test"], "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["n_support"] == 48
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["predict", "--support", "{noheader}", "x"], "header"),
+        (["predict", "--support", "{onelabel}", "x"], "at least 2 classes"),
+        (["predict", "--support", "{dir}/missing.csv", "x"], "does not exist"),
+        (["predict", "--support", "{support}", ""], "empty"),
+        (["evaluate", "--support", "{support}", "--test", "{support}", "--label-column", "intent"], "no column 'intent'"),
+        (["train", "--train", "{support}", "--output", "{dir}/o", "--k-shot", "6", "--q-query", "5"], "examples but k_shot"),
+        (["predict", "x"], "no support set"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(tiny_bert_dir, files, capsys, argv, message):
+    argv = [a.format(**files) for a in argv]
+    code, out, err = run([argv[0], "--model", tiny_bert_dir, *argv[1:]], capsys)
+    assert code == 2
+    assert message in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_unknown_model_exits_2(files, capsys):
+    code, _, err = run(["predict", "--model", "no-such-user/no-such-model-xyz", "--support", files["support"], "x"], capsys)
+    assert code == 2 and "no-such-user/no-such-model-xyz" in err
+
+
+def test_usage_errors_exit_2(capsys):
+    assert run([], capsys)[0] == 2
+    code, _, err = run(["evaluate", "--support", "s.csv"], capsys)
+    assert code == 2 and "--test" in err
+    code, _, err = run(["predict", "--batch-size", "0", "--support", "s.csv", "x"], capsys)
+    assert code == 2 and "--batch-size" in err
+
+
+def test_internal_error_exits_1(tiny_bert_dir, files, capsys, monkeypatch):
+    def boom(*a, **k):
+        raise RuntimeError("simulated bug")
+
+    monkeypatch.setattr("textmatch.modeling.MatchingNetwork.predict_proba", boom)
+    code, _, err = run(["predict", "--model", tiny_bert_dir, "--support", files["support"], "x"], capsys)
+    assert code == 1 and "internal error" in err and "simulated bug" in err
+
+
+@pytest.mark.parametrize("command", ["predict", "evaluate", "train"])
+def test_help(command, capsys):
+    assert cli.main([command, "--help"]) == 0
+    assert "--model" in capsys.readouterr().out
+
+
+def test_console_script_and_stdin(tiny_bert_dir, files):
+    exe = shutil.which("textmatch", path=str(Path(sys.executable).parent))
+    assert exe, "the textmatch console script is not installed"
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    result = subprocess.run([exe, "predict", "--model", str(tiny_bert_dir), "--support", str(files["support"])],
+                            input="rain today\n\nplay a song\n", capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert [ln.split("\t")[2] for ln in result.stdout.splitlines()] == ["rain today", "play a song"]
+    bad = subprocess.run([exe, "evaluate", "--model", str(tiny_bert_dir), "--support", str(files["noheader"]),
+                          "--test", str(files["test"])], capture_output=True, text=True, env=env, timeout=300)
+    assert bad.returncode == 2 and "header" in bad.stderr
