@@ -91,6 +91,21 @@ def test_train_then_evaluate_saved_model(tiny_bert_dir, files, capsys, tmp_path)
     assert json.loads(out)["n_support"] == 48
 
 
+def test_dataset_flag_reads_splits_of_a_dataset_folder(tiny_bert_dir, files, capsys, tmp_path):
+    folder = tmp_path / "ds"
+    folder.mkdir()
+    shutil.copy(files["support"], folder / "train.csv")
+    shutil.copy(files["test"], folder / "test.csv")
+    code, out, err = run(["evaluate", "--model", tiny_bert_dir, "--dataset", folder, "--json"], capsys)
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["n"] == 18 and doc["n_support"] == 48
+    code, out, err = run(["predict", "--model", tiny_bert_dir, "--dataset", folder, "rain"], capsys)
+    assert code == 0, err
+    code, _, err = run(["evaluate", "--model", tiny_bert_dir, "--dataset", folder, "--split", "valid"], capsys)
+    assert code == 2 and "no split 'valid'" in err and "train" in err
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
@@ -101,6 +116,8 @@ def test_train_then_evaluate_saved_model(tiny_bert_dir, files, capsys, tmp_path)
         (["evaluate", "--support", "{support}", "--test", "{support}", "--label-column", "intent"], "no column 'intent'"),
         (["train", "--train", "{support}", "--output", "{dir}/o", "--k-shot", "6", "--q-query", "5"], "examples but k_shot"),
         (["predict", "x"], "no support set"),
+        (["evaluate", "--support", "{support}"], "--test FILE or --dataset"),
+        (["train", "--output", "{dir}/o"], "--train FILE or --dataset"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(tiny_bert_dir, files, capsys, argv, message):
@@ -118,8 +135,8 @@ def test_unknown_model_exits_2(files, capsys):
 
 def test_usage_errors_exit_2(capsys):
     assert run([], capsys)[0] == 2
-    code, _, err = run(["evaluate", "--support", "s.csv"], capsys)
-    assert code == 2 and "--test" in err
+    code, _, err = run(["evaluate", "--support", "s.csv", "--threshold", "high"], capsys)
+    assert code == 2 and "--threshold" in err
     code, _, err = run(["predict", "--batch-size", "0", "--support", "s.csv", "x"], capsys)
     assert code == 2 and "--batch-size" in err
 

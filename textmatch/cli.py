@@ -27,8 +27,12 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"textmatch {self.prog.split()[-1]}: error: {message}\n")
 
 
-def _add_data_columns(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--split", default=None, help="split to read when a data source has several (e.g. train)")
+def _add_data_columns(p: argparse.ArgumentParser, dataset_role: str) -> None:
+    p.add_argument("--dataset", default=None, metavar="NAME_OR_PATH",
+                   help=f"a Hugging Face dataset (Hub name, folder or data file) giving {dataset_role}")
+    p.add_argument("--split", default=None,
+                   help="split of --dataset to read (defaults: see --dataset); also picks the split of any "
+                        "other data source that has several")
     p.add_argument("--text-column", default="text", help="column holding the texts (default: text)")
     p.add_argument("--label-column", default="label", help="column holding the labels (default: label)")
 
@@ -58,24 +62,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=3, help="classes listed per text in --json output (default: 3)")
     p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
     p.add_argument("texts", nargs="*", metavar="TEXT", help="texts to label (default: read lines from stdin)")
-    _add_data_columns(p)
+    _add_data_columns(p, "the support set (split 'train' unless --split)")
     _add_runtime(p)
 
     p = sub.add_parser("evaluate", help="accuracy of a model on a labelled test set",
                        description="Classify a labelled test set against the support set and report accuracy.")
     p.add_argument("--model", default=DEFAULT_MODEL, help=f"Hub id or folder (default: {DEFAULT_MODEL})")
     p.add_argument("--support", help=f"labelled examples; {data_help}. Optional when the model was saved with one")
-    p.add_argument("--test", required=True, help=f"labelled test texts; {data_help}")
+    p.add_argument("--test", help=f"labelled test texts; {data_help}. Or use --dataset")
     p.add_argument("--threshold", type=float, default=None, help="out-of-scope threshold (see predict)")
     p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
-    _add_data_columns(p)
+    _add_data_columns(p, "the test set (split 'test' unless --split) and, without --support, the support set "
+                         "(its 'train' split)")
     _add_runtime(p)
 
     p = sub.add_parser("train", help="fine-tune a model on labelled data with N-way K-shot episodes",
                        description="Episodic training (the matching loss of eq. 1); the output folder holds "
                                    "the trained model with the training data as its support set.")
     p.add_argument("--model", default=DEFAULT_MODEL, help=f"starting point: Hub id or folder (default: {DEFAULT_MODEL})")
-    p.add_argument("--train", required=True, help=f"training examples; {data_help}")
+    p.add_argument("--train", help=f"training examples; {data_help}. Or use --dataset")
     p.add_argument("--valid", help="validation examples (same classes, or other classes for meta-training): "
                                    "enables best-checkpoint keeping and early stopping")
     p.add_argument("--output", required=True, help="folder to save the trained model in")
@@ -93,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None, help="random seed (default: 42)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
-    _add_data_columns(p)
+    _add_data_columns(p, "the training set (split 'train' unless --split)")
     _add_runtime(p)
     return parser
 
@@ -111,10 +116,13 @@ def _quiet_libraries() -> None:
     datasets.logging.set_verbosity_error()
 
 
-def _read_labelled(source: str, args: argparse.Namespace, what: str) -> tuple[list[str], list[str]]:
+def _read_labelled(
+    source: str, args: argparse.Namespace, what: str, split: str | None = None
+) -> tuple[list[str], list[str]]:
     from .data import load_text_dataset, texts_and_labels
 
-    ds = load_text_dataset(source, split=args.split, text_column=args.text_column, label_column=args.label_column)
+    split = split or args.split
+    ds = load_text_dataset(source, split=split, text_column=args.text_column, label_column=args.label_column)
     texts, labels = texts_and_labels(ds, args.text_column, args.label_column, require_all_label_names=what == "support")
     if not texts:
         raise TextMatchError(f"the {what} data {source!r} has no rows")
@@ -127,9 +135,14 @@ def _load_model(args: argparse.Namespace, **overrides: Any):
     return MatchingNetwork.from_pretrained(args.model, device=args.device, **overrides)
 
 
-def _with_support(model: Any, args: argparse.Namespace) -> Any:
+def _with_support(model: Any, args: argparse.Namespace, dataset_split: str | None = None) -> Any:
+    """Fit the support set from --support, else from --dataset's `dataset_split`, else keep the
+    model's saved one."""
     if args.support:
         texts, labels = _read_labelled(args.support, args, "support")
+        model.fit(texts, labels, batch_size=args.batch_size)
+    elif args.dataset and dataset_split:
+        texts, labels = _read_labelled(args.dataset, args, "support", dataset_split)
         model.fit(texts, labels, batch_size=args.batch_size)
     elif not model.classes_:
         raise TextMatchError("no support set: pass --support FILE (the model was not saved with one)")
@@ -151,7 +164,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             raise TextMatchError("stdin held no texts; give one text per line")
     if args.top_k < 1:
         raise TextMatchError(f"--top-k must be at least 1, got {args.top_k}")
-    model = _with_support(_load_model(args), args)
+    model = _with_support(_load_model(args), args, args.split or "train")
     probs = model.predict_proba(texts, batch_size=args.batch_size)
     labels = model.predict(texts, batch_size=args.batch_size, threshold=args.threshold)
     rows = []
@@ -193,8 +206,14 @@ def classification_report(gold: Sequence[str], predicted: Sequence[str]) -> dict
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    model = _with_support(_load_model(args), args)
-    texts, gold = _read_labelled(args.test, args, "test")
+    if not args.test and not args.dataset:
+        raise TextMatchError("no test data: pass --test FILE or --dataset NAME [--split test]")
+    # with --dataset, --split names the test split; the support set is the dataset's train split
+    model = _with_support(_load_model(args), args, "train")
+    if args.test:
+        texts, gold = _read_labelled(args.test, args, "test")
+    else:
+        texts, gold = _read_labelled(args.dataset, args, "test", args.split or "test")
     start = time.perf_counter()
     predicted = [str(y) for y in model.predict(texts, batch_size=args.batch_size, threshold=args.threshold)]
     seconds = time.perf_counter() - start
@@ -202,7 +221,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     unseen = sorted(set(gold) - {str(c) for c in model.classes_} - {model.config.oos_label})
     report.update({
         "model": args.model,
-        "support": args.support,
+        "support": args.support or (f"{args.dataset} (split train)" if args.dataset else "saved with the model"),
         "test": args.test,
         "n_support": len(model.support_texts),
         "n_classes": len(model.classes_),
@@ -233,7 +252,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         overrides["fce"] = True
     if args.prototype:
         overrides["aggregation"] = "prototype"
-    train = _read_labelled(args.train, args, "train")
+    if not args.train and not args.dataset:
+        raise TextMatchError("no training data: pass --train FILE or --dataset NAME [--split train]")
+    train = _read_labelled(args.train, args, "train") if args.train else _read_labelled(
+        args.dataset, args, "train", args.split or "train"
+    )
     valid = _read_labelled(args.valid, args, "valid") if args.valid else None
     given = {
         "n_way": args.n_way, "k_shot": args.k_shot, "q_query": args.q_query, "num_episodes": args.episodes,
