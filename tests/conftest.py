@@ -49,6 +49,16 @@ def write_vocab(path: Path) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """Tiny models gain nothing from two intra-op threads, and on a busy 2-core machine two
+    threads were measured up to 50x slower than one (BiLSTM training): pin to one."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_tokenizer_dir(tmp_path_factory) -> Path:
     from transformers import BertTokenizerFast

@@ -16,13 +16,6 @@ import torch
 from textmatch import MatchingNetwork, MatchingNetworkConfig, TextMatchError
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """On a small, busy machine two intra-op threads can be 50x slower than one; pin to one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 SUPPORT = [
     ("will it rain today", "weather"),

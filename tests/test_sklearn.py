@@ -16,13 +16,6 @@ from sklearn.preprocessing import FunctionTransformer
 from textmatch import MatchingNetwork, MatchingNetworkClassifier
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """On a small, busy machine two intra-op threads can be 50x slower than one; pin to one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 PARAMS = {"num_episodes", "learning_rate", "temperature", "threshold", "batch_size", "seed", "model"}

@@ -16,13 +16,6 @@ from textmatch import MatchingNetwork, MatchingNetworkConfig, TextMatchError, Tr
 from textmatch.training import episode_shape
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """On a small, busy machine two intra-op threads can be 50x slower than one; pin to one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def make_bilstm(tokenizer_dir) -> MatchingNetwork:

@@ -305,9 +305,10 @@ class MatchingNetwork(nn.Module):
         self.support_texts: list[str] = []
         self.support_labels: list[Hashable] = []
         self.classes_: list[Hashable] = []
-        self._support_base: torch.Tensor | None = None  # g'(S), (n_support, dim)
-        self._support_emb: torch.Tensor | None = None  # g(S), (n_support, dim)
-        self._support_label_ids: torch.Tensor | None = None  # (n_support,)
+        # Non-persistent buffers: they follow model.to(device) but stay out of model.safetensors.
+        self.register_buffer("_support_base", None, persistent=False)  # g'(S), (n_support, dim)
+        self.register_buffer("_support_emb", None, persistent=False)  # g(S), (n_support, dim)
+        self.register_buffer("_support_label_ids", None, persistent=False)  # (n_support,)
 
     def fit(self, texts: Sequence[str], labels: Sequence[Hashable], append: bool = False, batch_size: int = 32, show_progress_bar: bool = False) -> "MatchingNetwork":
         """Set the support set S (no training) and cache g(S).

@@ -44,11 +44,14 @@ class TransformerEncoderConfig:
 
 
 def sentence_transformers_settings(folder: Path) -> dict[str, Any]:
-    """Pooling and max length declared by a sentence-transformers folder (empty if none)."""
+    """Pooling, max length and transformer sub-folder declared by a sentence-transformers folder
+    (empty if it is a plain transformers folder)."""
     settings: dict[str, Any] = {}
     modules = folder / "modules.json"
     if modules.is_file():
         for module in json.loads(modules.read_text(encoding="utf-8")):
+            if module.get("type", "").endswith(".Transformer") and module.get("path"):
+                settings["transformer_path"] = module["path"]  # older models keep it in e.g. 0_BERT/
             if module.get("type", "").endswith("Pooling"):
                 pooling_file = folder / module.get("path", "") / "config.json"
                 if pooling_file.is_file():
@@ -98,10 +101,11 @@ class TransformerEncoder(Encoder):
         from transformers import AutoModel, AutoTokenizer
 
         folder = resolve_model(name_or_path, revision=revision, token=token)
+        declared = sentence_transformers_settings(folder)
+        folder = folder / declared.get("transformer_path", "")
         if not (folder / "config.json").is_file():
             raise TextMatchError(f"{name_or_path!r} has no config.json: it is not a transformers model folder")
         require_safetensors(folder)
-        declared = sentence_transformers_settings(folder)
         try:
             tokenizer = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=trust_remote_code)
             model = AutoModel.from_pretrained(
