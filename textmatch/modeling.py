@@ -14,6 +14,7 @@ import math
 import os
 import shutil
 import tempfile
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Hashable, Sequence
@@ -23,10 +24,11 @@ import torch
 from torch import nn
 
 from . import matching
-from .data import sorted_classes, validate_support, validate_texts
+from .data import sorted_classes, validate_labels, validate_support, validate_texts
 from .encoders import Encoder, QueryFCE, SupportFCE, TransformerEncoder, encoder_class
 from .errors import TextMatchError
 from .hub import DEFAULT_MODEL, require_safetensors, resolve_model
+from .model_card import DEFAULT_SPLIT, UNKNOWN_DATASET, ModelCardData, generate_model_card
 
 FORMAT_VERSION = 1
 LIBRARY_NAME = "textmatch"
@@ -34,8 +36,11 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 SUPPORT_NAME = "support_set.json"
 SUPPORT_EMBEDDINGS_NAME = "support_embeddings.safetensors"
+MODEL_CARD_NAME = "README.md"
 # Everything save_pretrained writes; a new save replaces all of them (stale ones disappear).
-OWN_FILES = {CONFIG_NAME, WEIGHTS_NAME, SUPPORT_NAME, SUPPORT_EMBEDDINGS_NAME, "query_encoder", "support_encoder"}
+OWN_FILES = {
+    CONFIG_NAME, WEIGHTS_NAME, SUPPORT_NAME, SUPPORT_EMBEDDINGS_NAME, MODEL_CARD_NAME, "query_encoder", "support_encoder"
+}
 
 
 @dataclass
@@ -122,6 +127,7 @@ class MatchingNetwork(nn.Module):
             torch.tensor(math.log(self.config.temperature)), requires_grad=self.config.learn_temperature
         )
         self.base_model: str = ""
+        self.model_card_data = ModelCardData()  # what README.md says beyond the model itself
         self._clear_support()
 
     # -- construction -----------------------------------------------------------------------
@@ -132,23 +138,32 @@ class MatchingNetwork(nn.Module):
         *,
         revision: str | None = None,
         token: str | bool | None = None,
+        cache_dir: str | os.PathLike | None = None,
         trust_remote_code: bool = False,
+        allow_pickle: bool = False,
         pooling: str | None = None,
         max_length: int | None = None,
         device: str | torch.device | None = None,
         **config_kwargs: Any,
     ) -> "MatchingNetwork":
         """Load a model saved by textmatch, or build one over a transformers / sentence-transformers
-        checkpoint (Hub id or folder). `config_kwargs` set MatchingNetworkConfig fields (for a
-        saved model they override the saved values: threshold, temperature, ...)."""
+        checkpoint: a local folder or a Hub repo id (at `revision`, with `token` for private
+        repos; the Hugging Face cache serves it offline). `config_kwargs` set
+        MatchingNetworkConfig fields (for a saved model they override the saved values:
+        threshold, temperature, ...). Weights load from safetensors only; `allow_pickle=True`
+        lets a plain transformers checkpoint you trust load from pickle files."""
         name = str(model_name_or_path)
-        folder = resolve_model(name, revision=revision, token=token)
+        folder = resolve_model(name, revision=revision, token=token, cache_dir=cache_dir, allow_pickle=allow_pickle)
         saved = _read_textmatch_config(folder)
         if saved is not None:
             model = cls._from_saved(folder, saved, config_kwargs)
         else:
             encoder = TransformerEncoder.from_pretrained(
-                str(folder), pooling=pooling, max_length=max_length, trust_remote_code=trust_remote_code
+                str(folder),
+                pooling=pooling,
+                max_length=max_length,
+                trust_remote_code=trust_remote_code,
+                allow_pickle=allow_pickle,
             )
             encoder.config.base_model = name
             config = MatchingNetworkConfig(**config_kwargs)
@@ -184,6 +199,10 @@ class MatchingNetwork(nn.Module):
             raise TextMatchError(f"{folder / CONFIG_NAME}: {exc}") from None
         model = cls(encoders["query_encoder"], encoders.get("support_encoder"), config)
         model.base_model = saved.get("base_model", "")
+        try:  # folders saved before model cards have no "model_card_data": defaults
+            model.model_card_data = ModelCardData.from_dict(saved.get("model_card_data"))
+        except TextMatchError as exc:
+            warnings.warn(f"{folder / CONFIG_NAME}: ignoring its model card data ({exc})", stacklevel=3)
 
         weights = require_safetensors(folder, WEIGHTS_NAME)
         try:
@@ -400,6 +419,32 @@ class MatchingNetwork(nn.Module):
             labels = [self.config.oos_label if s < threshold else y for y, s in zip(labels, score.tolist())]
         return labels
 
+    def evaluate(
+        self,
+        texts: Sequence[str],
+        labels: Sequence[Hashable],
+        dataset_name: str | None = None,
+        split: str | None = None,
+        batch_size: int = 64,
+    ) -> dict[str, Any]:
+        """Predict `texts` and compare with `labels`: accuracy, macro_f1, n and per_label
+        (precision / recall / F1 / support). Accuracy and macro F1 are recorded in
+        `model_card_data.eval_results` under `dataset_name` and `split` (default "unknown" and
+        "test"), replacing an earlier result on the same dataset and split."""
+        from .evaluation import classification_report
+
+        queries = validate_texts(texts, "text")
+        gold = validate_labels(labels, len(queries))
+        if not queries:
+            raise TextMatchError("nothing to evaluate: texts is empty")
+        report = classification_report(gold, self.predict(queries, batch_size=batch_size))
+        self.model_card_data.add_eval_result(
+            dataset_name or UNKNOWN_DATASET,
+            split or DEFAULT_SPLIT,
+            {"accuracy": report["accuracy"], "macro_f1": report["macro_f1"]},
+        )
+        return report
+
     def __call__(self, *args: Any, **kwargs: Any) -> Any:  # model(texts) predicts, as in setfit
         if args and (isinstance(args[0], str) or (isinstance(args[0], (list, tuple)) and args[0] and isinstance(args[0][0], str))):
             texts = [args[0]] if isinstance(args[0], str) else args[0]
@@ -416,6 +461,7 @@ class MatchingNetwork(nn.Module):
             "matching": self.config.to_dict(),
             "query_encoder": {"type": self.query_encoder.encoder_type, "config": self.query_encoder.config_dict()},
             "classes": [_jsonable(c) for c in self.classes_],
+            "model_card_data": self.model_card_data.to_dict(),
         }
         out["matching"]["temperature"] = float(self.temperature.detach())
         if not self.config.share_weights:
@@ -426,8 +472,8 @@ class MatchingNetwork(nn.Module):
         return out
 
     def save_pretrained(self, save_directory: str | os.PathLike) -> Path:
-        """Write config.json, model.safetensors, the encoders' tokenizer/config files and the
-        support set, so the folder predicts on its own. The folder is written next to its
+        """Write config.json, model.safetensors, the encoders' tokenizer/config files, the
+        support set and a model card (README.md), so the folder predicts on its own. The folder is written next to its
         target and renamed into place: an interrupted save leaves an existing model intact."""
         from safetensors.torch import save_file
 
@@ -442,16 +488,52 @@ class MatchingNetwork(nn.Module):
             if not self.config.share_weights:
                 self.support_encoder.save(tmp / "support_encoder")
             state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items() if not _is_shared_key(k, self)}
-            save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt", "library": LIBRARY_NAME})
+            # one metadata key: safetensors writes several in no fixed order, and byte-identical
+            # files for identical weights keep Hub uploads deduplicated and diffs honest
+            save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
             if self._support_base is not None:
                 support = {"texts": self.support_texts, "labels": [_jsonable(y) for y in self.support_labels]}
                 (tmp / SUPPORT_NAME).write_text(json.dumps(support, ensure_ascii=False) + "\n", encoding="utf-8")
                 save_file({"support_base": self._support_base.cpu().contiguous()}, str(tmp / SUPPORT_EMBEDDINGS_NAME))
+            card = generate_model_card(self, model_path=str(save_directory))
+            (tmp / MODEL_CARD_NAME).write_text(card, encoding="utf-8")
             _replace_dir(tmp, target)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         return target
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        token: str | bool | None = None,
+        private: bool | None = None,
+        commit_message: str = "Upload textmatch model",
+        revision: str | None = None,
+        create_pr: bool = False,
+    ) -> Any:
+        """Save the model (weights as safetensors, config, tokenizer, support set, model card) and
+        upload it to the Hub repo `repo_id` in one commit, creating the repo if needed.
+
+        Log in first with `hf auth login` (or set HF_TOKEN), or pass `token=`. Returns
+        huggingface_hub's CommitInfo."""
+        from .hub import push_folder_to_hub
+
+        card = getattr(self, "model_card_data", None)
+        if card is not None:
+            card.model_id = repo_id
+        with tempfile.TemporaryDirectory(prefix="textmatch-push-") as tmp:
+            folder = self.save_pretrained(Path(tmp) / "model")
+            return push_folder_to_hub(
+                folder,
+                repo_id,
+                token=token,
+                private=private,
+                commit_message=commit_message,
+                revision=revision,
+                create_pr=create_pr,
+            )
 
 
 # -- helpers -----------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from . import matching
 from .data import as_text_label_lists
 from .episodes import EpisodeSampler
 from .errors import TextMatchError
+from .model_card import EXCLUDED_TRAINING_ARGS, infer_dataset_name
 from .modeling import MatchingNetwork
 
 
@@ -140,7 +141,8 @@ class Trainer:
     """Episodic trainer, named and shaped like setfit's / transformers' Trainer.
 
     train_dataset / eval_dataset: `datasets.Dataset` with text and label columns, or
-    (texts, labels) pairs.
+    (texts, labels) pairs. train_dataset_name: what the model card names the training data
+    (default: a Hub dataset's own name, from `train_dataset.info.dataset_name`).
     """
 
     def __init__(
@@ -151,6 +153,7 @@ class Trainer:
         eval_dataset: Any = None,
         text_column: str = "text",
         label_column: str = "label",
+        train_dataset_name: str | None = None,
     ) -> None:
         if not isinstance(model, MatchingNetwork):
             raise TextMatchError(f"Trainer needs a MatchingNetwork, got {type(model).__name__}")
@@ -169,6 +172,7 @@ class Trainer:
                 (eval_texts, eval_labels), min(n_way, e_way), e_k, e_q, seed=self.args.seed + 1_000_003
             )
         self.log_history: list[dict[str, Any]] = []
+        self.train_dataset_name = train_dataset_name or infer_dataset_name(train_dataset)
 
     # -- evaluation -------------------------------------------------------------------------
     def evaluate(self, num_episodes: int | None = None) -> dict[str, float]:
@@ -220,10 +224,23 @@ class Trainer:
 
         return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
+    def _record_model_card(self) -> None:
+        """Training arguments (n_way / k_shot / q_query as used) and the dataset name go on the
+        model card; evaluation results of the weights before training no longer hold."""
+        card = self.model.model_card_data
+        training_args = {k: v for k, v in self.args.to_dict().items() if k not in EXCLUDED_TRAINING_ARGS}
+        for name in ("n_way", "k_shot", "q_query"):
+            training_args[name] = getattr(self.train_sampler, name)
+        card.training_args = training_args
+        card.eval_results = []
+        if self.train_dataset_name:
+            card.train_dataset_name = self.train_dataset_name
+
     def train(self) -> TrainOutput:
         args = self.args
         set_seed(args.seed)
         device = resolve_device(args.device)
+        self._record_model_card()
         self.model.to(device)
         self.model.train()
         optimizer = self._optimizer()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -92,24 +93,30 @@ class TransformerEncoder(Encoder):
         revision: str | None = None,
         token: str | bool | None = None,
         trust_remote_code: bool = False,
+        cache_dir: str | Path | None = None,
+        allow_pickle: bool = False,
     ) -> "TransformerEncoder":
         """Load a transformers or sentence-transformers checkpoint (Hub id or folder).
 
         Pooling and max length default to what a sentence-transformers folder declares, else
-        mean pooling and the model's position limit (at most 512).
+        mean pooling and the model's position limit (at most 512). Only safetensors weights
+        are loaded unless `allow_pickle=True` (for a source you trust: unpickling runs code).
         """
         from transformers import AutoModel, AutoTokenizer
 
-        folder = resolve_model(name_or_path, revision=revision, token=token)
+        folder = resolve_model(name_or_path, revision=revision, token=token, cache_dir=cache_dir, allow_pickle=allow_pickle)
         declared = sentence_transformers_settings(folder)
         folder = folder / declared.get("transformer_path", "")
         if not (folder / "config.json").is_file():
             raise TextMatchError(f"{name_or_path!r} has no config.json: it is not a transformers model folder")
-        require_safetensors(folder)
+        if allow_pickle:
+            warnings.warn(f"allow_pickle=True: {name_or_path!r} may be loaded from pickle files", UserWarning, stacklevel=2)
+        else:
+            require_safetensors(folder, allow_sharded=True)
         try:
             tokenizer = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=trust_remote_code)
             model = AutoModel.from_pretrained(
-                str(folder), use_safetensors=True, trust_remote_code=trust_remote_code
+                str(folder), use_safetensors=None if allow_pickle else True, trust_remote_code=trust_remote_code
             )
         except (OSError, ValueError) as exc:
             raise TextMatchError(f"cannot load transformer {name_or_path!r}: {exc}") from None
