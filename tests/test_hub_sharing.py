@@ -227,3 +227,36 @@ def test_push_refuses_a_bad_repo_id(trained_folder):
     model, _ = trained_folder
     with pytest.raises(TextMatchError, match="repo_id"):
         model.push_to_hub("a/b/c")
+
+
+# -- the README's Hub instructions, run against the cache and the fake Hub ------------------------
+def _readme_block(lang: str, needle: str) -> str:
+    import re
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    blocks = [b for b in re.findall(rf"```{lang}\n(.*?)```", readme, re.S) if needle in b]
+    assert blocks, f"README has no {lang} block with {needle!r}"
+    return blocks[0]
+
+
+def test_readme_push_command(fake_hub, trained_folder, capsys):
+    import shlex
+
+    line = next(ln for ln in _readme_block("bash", "textmatch push").splitlines() if ln.startswith("textmatch push"))
+    argv = shlex.split(line.split("#")[0].replace("[--private]", "--private"))[1:]
+    _, folder = trained_folder
+    argv[argv.index("--model") + 1] = str(folder)
+    assert cli.main(argv + ["--token", "hf_fake"]) == 0, capsys.readouterr().err
+    creates = [json.loads(b) for m, u, b in fake_hub.requests if u.endswith("/api/repos/create")]
+    assert creates[0]["organization"] == "your-name"
+    assert creates[0].get("visibility") == "private" or creates[0].get("private") is True
+    assert "model.safetensors" in fake_hub.commit()[2]
+
+
+def test_readme_load_by_id_snippet(hub_cache, trained_folder, capsys):
+    _, folder = trained_folder
+    put_in_cache(hub_cache, "your-name/my-intents", folder)
+    code = _readme_block("python", 'from_pretrained("your-name/my-intents"')
+    exec(compile("from textmatch import MatchingNetwork\n" + code, "README", "exec"), {})
+    printed = capsys.readouterr().out.strip()
+    assert printed.startswith("[") and any(label in printed for label in ("weather", "music", "food"))
