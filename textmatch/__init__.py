@@ -3,7 +3,16 @@
 
 __version__ = "0.1.0"
 
-from .data import load_text_dataset
+from .data import (
+    BeirData,
+    ClassSplit,
+    class_split_from_files,
+    filter_classes,
+    load_beir,
+    load_text_dataset,
+    random_class_split,
+    sample_dataset,
+)
 from .encoders import BiLSTMEncoder, Encoder, TransformerEncoder
 from .episodes import Episode, EpisodeSampler
 from .errors import TextMatchError
@@ -13,6 +22,13 @@ from .sklearn import MatchingNetworkClassifier
 from .training import Trainer, TrainingArguments, TrainOutput
 
 __all__ = [
+    "BeirData",
+    "ClassSplit",
+    "class_split_from_files",
+    "filter_classes",
+    "load_beir",
+    "random_class_split",
+    "sample_dataset",
     "DEFAULT_MODEL",
     "BiLSTMEncoder",
     "Encoder",

@@ -272,6 +272,12 @@ def check_columns(ds: Any, text_column: str, label_column: str | None, source: s
     )
 
 
+def column_values(ds: Any, column: str) -> list[Any]:
+    """One column of a `datasets.Dataset` as a list, read in one batch (datasets 4+ returns a
+    lazy `Column` from `ds[column]`, which is slow to iterate row by row)."""
+    return list(ds[column][:])
+
+
 def _class_names(ds: Any, label_column: str) -> list[str] | None:
     """The names of a ClassLabel column, or None for plain labels (or unknown features)."""
     import datasets
@@ -309,7 +315,7 @@ def texts_and_labels(
         rows = [(row[text_column], row[label_column]) for row in ds]
         raw_texts, labels = [t for t, _ in rows], [y for _, y in rows]
     else:
-        raw_texts, labels = ds[text_column], list(ds[label_column])
+        raw_texts, labels = column_values(ds, text_column), column_values(ds, label_column)
     texts = validate_texts(raw_texts, f"text (column {text_column!r}, row)")
     names = _class_names(ds, label_column)
     if names is not None:
@@ -362,7 +368,7 @@ def _as_map_dataset(data: Any, what: str):
 
 def _label_values(ds: Any, label_column: str) -> list[Any]:
     """The label column as a list, ClassLabel ints shown by name."""
-    return _names_for(list(ds[label_column]), _class_names(ds, label_column))
+    return _names_for(column_values(ds, label_column), _class_names(ds, label_column))
 
 
 def rows_by_class(ds: Any, label_column: str = "label") -> dict[Hashable, list[int]]:
@@ -696,6 +702,11 @@ def _read_jsonl_table(path: Path, required: Sequence[str], optional: Sequence[st
             f"{path} has no field {missing[0]!r}; its fields are {columns}. Each line must be a JSON object "
             f"with {', '.join(repr(c) for c in (*required, *optional))}"
         )
+    ds = ds.select_columns([c for c in (*required, *optional) if c in columns])
+    # cast before adding columns: in datasets 5.2 a streamed cast_column after map() changes
+    # the declared feature but not the values
+    if ds.features["_id"] != datasets.Value("string"):
+        ds = ds.cast_column("_id", datasets.Value("string"))
     for column in optional:
         if column not in columns:
             if isinstance(ds, datasets.IterableDataset):
@@ -703,11 +714,7 @@ def _read_jsonl_table(path: Path, required: Sequence[str], optional: Sequence[st
                 ds = ds.map(lambda _row, c=column: {c: ""}, features=features)
             else:
                 ds = ds.add_column(column, [""] * len(ds))
-    order = [required[0], *optional, *required[1:]]  # _id, title, text
-    ds = ds.select_columns(order)
-    if ds.features["_id"] != datasets.Value("string"):
-        ds = ds.cast_column("_id", datasets.Value("string"))
-    return ds
+    return ds.select_columns([required[0], *optional, *required[1:]])  # _id, title, text
 
 
 def _duplicates(ids: Iterable[str]) -> tuple[int, list[str]]:
@@ -776,16 +783,16 @@ def load_beir(folder: str | Path, split: str = "test", streaming: bool = False, 
     corpus = _read_jsonl_table(root / "corpus.jsonl", ("_id", "text"), ("title",), streaming, **load_kwargs)
     queries = _read_jsonl_table(root / "queries.jsonl", ("_id", "text"), (), False, **load_kwargs)
     try:
-        doc_ids = [row["_id"] for row in corpus.select_columns(["_id"])] if streaming else list(corpus["_id"])
+        doc_ids = [row["_id"] for row in corpus.select_columns(["_id"])] if streaming else column_values(corpus, "_id")
     except Exception as exc:  # noqa: BLE001 - a streamed file fails while it is read
         raise _read_error(str(root / "corpus.jsonl"), exc) from None
-    for name, ids in (("corpus.jsonl", doc_ids), ("queries.jsonl", list(queries["_id"]))):
+    query_ids = column_values(queries, "_id")
+    for name, ids in (("corpus.jsonl", doc_ids), ("queries.jsonl", query_ids)):
         n_repeated, examples = _duplicates(ids)
         if n_repeated:
             raise TextMatchError(
                 f"{root / name} has {n_repeated} duplicate _id(s) (e.g. {examples}); every _id must be unique"
             )
-    query_ids = list(queries["_id"])
     qrels, dropped = _drop_unknown_pairs(read_qrels(qrels_path), set(query_ids), set(doc_ids))
     if dropped:
         warnings.warn(f"{qrels_path}: dropped {dropped}", UserWarning, stacklevel=2)
