@@ -260,3 +260,60 @@ def test_readme_load_by_id_snippet(hub_cache, trained_folder, capsys):
     exec(compile("from textmatch import MatchingNetwork\n" + code, "README", "exec"), {})
     printed = capsys.readouterr().out.strip()
     assert printed.startswith("[") and any(label in printed for label in ("weather", "music", "food"))
+
+
+def test_trained_with_cli_card_rendered_reloaded_by_repo_id(tiny_bert_dir, tmp_path, monkeypatch, capsys):
+    """The issue's end-to-end path: `textmatch train` -> saved folder with a model card ->
+    `evaluate --record` -> loaded by repo id from a Hub-layout cache -> identical predictions."""
+    import csv
+
+    import huggingface_hub.constants as constants
+    import yaml
+
+    from conftest import make_sentences
+
+    def write(path, texts, labels):
+        with open(path, "w", newline="", encoding="utf-8") as fh:
+            csv.writer(fh).writerows([("text", "label"), *zip(texts, labels)])
+        return str(path)
+
+    train = write(tmp_path / "train.csv", *make_sentences(6, seed=5))
+    test = write(tmp_path / "test.csv", *make_sentences(3, seed=6))
+    out = tmp_path / "trained"
+    assert cli.main(["train", "--model", str(tiny_bert_dir), "--train", train, "--output", str(out),
+                     "--episodes", "3", "--lr", "1e-3", "--no-progress"]) == 0
+    capsys.readouterr()
+    assert cli.main(["evaluate", "--model", str(out), "--test", test, "--record", "--json"]) == 0
+    accuracy = json.loads(capsys.readouterr().out)["accuracy"]
+    card = (out / "README.md").read_text(encoding="utf-8")
+    meta = yaml.safe_load(card.split("---")[1])
+    assert meta["library_name"] == "textmatch" and "few-shot" in meta["tags"]
+    results = meta["model-index"][0]["results"][0]
+    assert results["dataset"]["name"] == "test.csv"
+    assert {m["type"]: m["value"] for m in results["metrics"]}["accuracy"] == pytest.approx(accuracy)
+    assert "| `num_episodes` | 3 |" in card
+
+    cache = tmp_path / "cache"
+    put_in_cache(cache, "tester/trained-intents", out)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    local = MatchingNetwork.from_pretrained(str(out))
+    by_id = MatchingNetwork.from_pretrained("tester/trained-intents")
+    queries = make_sentences(2, seed=7)[0]
+    assert by_id.predict(queries) == local.predict(queries)
+    np.testing.assert_allclose(by_id.predict_proba(queries), local.predict_proba(queries), atol=1e-6)
+    assert by_id.model_card_data.eval_results == local.model_card_data.eval_results
+
+
+def test_trainer_push_to_hub_sends_card_with_training_arguments(fake_hub, tiny_bert_model):
+    from conftest import make_sentences
+    from textmatch import Trainer, TrainingArguments
+
+    trainer = Trainer(tiny_bert_model, TrainingArguments(num_episodes=2, show_progress_bar=False),
+                      train_dataset=make_sentences(4, seed=3))
+    trainer.train()
+    trainer.push_to_hub("tester/pushed", token="hf_fake")
+    files = fake_hub.commit()[2]
+    card = files["README.md"].decode("utf-8")
+    assert "library_name: textmatch" in card and "| `num_episodes` | 2 |" in card
+    assert 'MatchingNetwork.from_pretrained("tester/pushed")' in card

@@ -17,6 +17,7 @@ from .encoders import BiLSTMEncoder, Encoder, TransformerEncoder
 from .episodes import Episode, EpisodeSampler
 from .errors import TextMatchError
 from .hub import DEFAULT_MODEL
+from .model_card import ModelCardData, generate_model_card
 from .modeling import MatchingNetwork, MatchingNetworkConfig
 from .sklearn import MatchingNetworkClassifier
 from .training import Trainer, TrainingArguments, TrainOutput
@@ -26,6 +27,7 @@ __all__ = [
     "ClassSplit",
     "class_split_from_files",
     "filter_classes",
+    "generate_model_card",
     "load_beir",
     "random_class_split",
     "sample_dataset",
@@ -37,6 +39,7 @@ __all__ = [
     "MatchingNetwork",
     "MatchingNetworkClassifier",
     "MatchingNetworkConfig",
+    "ModelCardData",
     "TextMatchError",
     "Trainer",
     "TrainingArguments",

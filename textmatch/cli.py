@@ -11,6 +11,7 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Any, Sequence
 
 from .errors import TextMatchError
@@ -72,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--support", help=f"labelled examples; {data_help}. Optional when the model was saved with one")
     p.add_argument("--test", help=f"labelled test texts; {data_help}. Or use --dataset")
     p.add_argument("--threshold", type=float, default=None, help="out-of-scope threshold (see predict)")
+    p.add_argument("--record", action="store_true",
+                   help="store accuracy and macro F1 in the model card of the --model folder (saved by textmatch), "
+                        "with the support set and threshold they were measured with")
     p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
     _add_data_columns(p, "the test set (split 'test' unless --split) and, without --support, the support set "
                          "(its 'train' split)")
@@ -201,6 +205,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     if not args.test and not args.dataset:
         raise TextMatchError("no test data: pass --test FILE or --dataset NAME [--split test]")
+    if args.record and _saved_folder(args.model) is None:
+        raise TextMatchError(f"--record needs a model folder saved by textmatch; {args.model!r} is not one")
     # with --dataset, --split names the test split; the support set is the dataset's train split
     model = _with_support(_load_model(args), args, "train")
     if args.test:
@@ -222,6 +228,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         "labels_not_in_support": unseen,
         "predict_seconds": round(seconds, 3),
     })
+    if args.record:
+        if args.threshold is not None:
+            model.config.threshold = args.threshold
+        test_name = args.dataset if not args.test else Path(args.test).name
+        split = args.split or "test"
+        metrics = {"accuracy": report["accuracy"], "macro_f1": report["macro_f1"]}
+        model.model_card_data.add_eval_result(test_name, split, metrics)
+        model.save_pretrained(args.model)
+        report["recorded_in"] = args.model
     if args.json:
         _emit_json(report)
     else:
@@ -264,7 +279,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         **{k: v for k, v in given.items() if v is not None},
     )
     model = _load_model(args, **overrides)
-    trainer = Trainer(model, training_args, train_dataset=train, eval_dataset=valid)
+    trainer = Trainer(model, training_args, train_dataset=train, eval_dataset=valid, train_dataset_name=args.dataset)
     result = trainer.train()
     model.save_pretrained(args.output)
     summary = {
@@ -287,13 +302,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _saved_folder(model: str) -> Path | None:
+    """`model` as a local folder saved by textmatch, else None."""
+    from .modeling import _read_textmatch_config
+
+    folder = Path(model).expanduser()
+    return folder if folder.is_dir() and _read_textmatch_config(folder) is not None else None
+
+
 def cmd_push(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    from .modeling import MatchingNetwork
 
-    from .modeling import MatchingNetwork, _read_textmatch_config
-
-    folder = Path(args.model).expanduser()
-    if not folder.is_dir() or _read_textmatch_config(folder) is None:
+    folder = _saved_folder(args.model)
+    if folder is None:
         raise TextMatchError(
             f"{args.model!r} is not a model folder saved by textmatch (no textmatch config.json); "
             "save one with `textmatch train` or model.save_pretrained(dir)"

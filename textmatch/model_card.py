@@ -208,9 +208,21 @@ def _md(value: Any, single_line: bool = False) -> str:
     return (" " if single_line else "<br>").join(lines)
 
 
+class _Markdown(str):
+    """Text that is Markdown already: `_table` puts it in a cell as it is."""
+
+
+def _code_name(name: str) -> str:
+    """An identifier as inline code; anything else escaped."""
+    return _Markdown(f"`{name}`" if re.fullmatch(r"[A-Za-z_][\w.\-]*", name) else _md(name))
+
+
 def _table(header: list[str], rows: list[list[Any]]) -> str:
+    def cell(value: Any) -> str:
+        return value if isinstance(value, _Markdown) else _md(value)
+
     lines = ["| " + " | ".join(_md(h) for h in header) + " |", "|" + "|".join(":---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(_md(c) for c in row) + " |" for row in rows]
+    lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
 
 
@@ -476,7 +488,7 @@ def _training_section(model: "MatchingNetwork") -> str:
     else:
         parts += ["The encoder was fine-tuned with episodic training (N-way K-shot episodes).", ""]
     if data.training_args:
-        parts += ["### Training arguments", "", _table(["Argument", "Value"], [[k, v] for k, v in data.training_args.items()]), ""]
+        parts += ["### Training arguments", "", _table(["Argument", "Value"], [[_code_name(k), v] for k, v in data.training_args.items()]), ""]
     return "\n".join(parts) + "\n"
 
 

@@ -334,3 +334,7 @@ class Trainer:
             train_runtime=time.perf_counter() - start,
             log_history=copy.deepcopy(self.log_history),
         )
+
+    def push_to_hub(self, repo_id: str, **kwargs: Any) -> Any:
+        """Upload the trained model (with its model card) to the Hub: MatchingNetwork.push_to_hub."""
+        return self.model.push_to_hub(repo_id, **kwargs)
