@@ -45,6 +45,14 @@ def test_quickstart_prints_what_the_readme_shows(tmp_path):
     assert result.stdout == expected
 
 
+def test_data_snippet_prints_what_the_readme_says(tmp_path):
+    code = _block_after("<!-- data-example:", "python")
+    expected = re.search(r"prints `([^`]*)`", README.split("<!-- data-example:")[1]).group(1)
+    result = _run_python(code, _copy_data(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == expected
+
+
 def test_fine_tuning_snippet_runs(tmp_path):
     code = next(b for b in _python_blocks() if "Trainer(" in b)
     assert "num_episodes=150" in code
