@@ -127,6 +127,10 @@ class MatchingNetwork(nn.Module):
             torch.tensor(math.log(self.config.temperature)), requires_grad=self.config.learn_temperature
         )
         self.base_model: str = ""
+        self.backend = "torch"  # inference backend, see set_backend
+        self._backend_options: dict[str, Any] = {}
+        self._runners: dict[int, Any] = {}  # id(encoder) -> ONNX Runtime runner
+        self._model_dir: Path | None = None  # the textmatch folder this model was loaded from
         self.model_card_data = ModelCardData()  # what README.md says beyond the model itself
         self._clear_support()
 
@@ -144,6 +148,8 @@ class MatchingNetwork(nn.Module):
         pooling: str | None = None,
         max_length: int | None = None,
         device: str | torch.device | None = None,
+        backend: str = "torch",
+        num_threads: int | None = None,
         **config_kwargs: Any,
     ) -> "MatchingNetwork":
         """Load a model saved by textmatch, or build one over a transformers / sentence-transformers
@@ -151,12 +157,14 @@ class MatchingNetwork(nn.Module):
         repos; the Hugging Face cache serves it offline). `config_kwargs` set
         MatchingNetworkConfig fields (for a saved model they override the saved values:
         threshold, temperature, ...). Weights load from safetensors only; `allow_pickle=True`
-        lets a plain transformers checkpoint you trust load from pickle files."""
+        lets a plain transformers checkpoint you trust load from pickle files. `backend`
+        ("torch", "onnx", "onnx-int8") picks the inference engine, see `set_backend`."""
         name = str(model_name_or_path)
         folder = resolve_model(name, revision=revision, token=token, cache_dir=cache_dir, allow_pickle=allow_pickle)
         saved = _read_textmatch_config(folder)
         if saved is not None:
             model = cls._from_saved(folder, saved, config_kwargs)
+            model._model_dir = folder
         else:
             encoder = TransformerEncoder.from_pretrained(
                 str(folder),
@@ -173,7 +181,48 @@ class MatchingNetwork(nn.Module):
         model.eval()
         if device is not None:
             model.to(device)
+        if backend != "torch":
+            model.set_backend(backend, num_threads=num_threads)
         return model
+
+    # -- inference backends -----------------------------------------------------------------
+    def set_backend(self, backend: str = "torch", num_threads: int | None = None, cache_dir: str | os.PathLike | None = None) -> "MatchingNetwork":
+        """Choose how encoders run at inference: "torch", "onnx" (ONNX Runtime, fused graph) or
+        "onnx-int8" (dynamically quantised weights). Training always uses torch. The ONNX export
+        happens here (cached; redone when the weights change). Returns self."""
+        from .backends import check_backend, onnx_encoder
+
+        check_backend(backend)
+        if backend != "torch" and self.device.type != "cpu":
+            raise TextMatchError(f"backend {backend!r} runs on the CPU; move the model with model.to('cpu') first")
+        self.backend = backend
+        self._backend_options = {"num_threads": num_threads, "cache_dir": Path(cache_dir) if cache_dir else None}
+        self._runners = {}
+        if backend != "torch":
+            for encoder in {id(e): e for e in (self.query_encoder, self.support_encoder)}.values():
+                self._runners[id(encoder)] = onnx_encoder(encoder, backend, model_dir=self._model_dir, **self._backend_options)
+        return self
+
+    def reset_backend(self) -> None:
+        """Forget ONNX sessions after the weights changed (training); they are rebuilt on next use."""
+        self._runners = {}
+
+    def _forward_for(self, encoder: Encoder) -> Any:
+        """The encoder's forward at inference for the current backend (torch when gradients flow)."""
+        if self.backend == "torch" or torch.is_grad_enabled():
+            return encoder
+        runner = self._runners.get(id(encoder))
+        if runner is None:
+            from .backends import onnx_encoder
+
+            runner = onnx_encoder(encoder, self.backend, model_dir=self._model_dir, **self._backend_options)
+            self._runners[id(encoder)] = runner
+        return runner
+
+    def __getstate__(self) -> dict[str, Any]:  # copies and pickles drop ONNX sessions (rebuilt on use)
+        state = self.__dict__.copy()
+        state["_runners"] = {}
+        return state
 
     @classmethod
     def _from_saved(cls, folder: Path, saved: dict[str, Any], overrides: dict[str, Any]) -> "MatchingNetwork":
@@ -249,6 +298,7 @@ class MatchingNetwork(nn.Module):
         if len(texts) == 0:
             return torch.zeros(0, encoder.dim, device=self.device)
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        forward = self._forward_for(encoder)
         chunks = []
         starts = range(0, len(texts), batch_size)
         if show_progress_bar:
@@ -258,7 +308,7 @@ class MatchingNetwork(nn.Module):
         for start in starts:
             batch = [texts[i] for i in order[start : start + batch_size]]
             features = {k: v.to(self.device) for k, v in encoder.tokenize(batch).items()}
-            chunks.append(encoder(features))  # (batch, dim)
+            chunks.append(forward(features).to(self.device))  # (batch, dim)
         emb = torch.cat(chunks)  # (n, dim), in length order
         inverse = torch.empty(len(order), dtype=torch.long, device=emb.device)
         inverse[torch.tensor(order, device=emb.device)] = torch.arange(len(order), device=emb.device)

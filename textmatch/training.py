@@ -324,6 +324,7 @@ class Trainer:
         if best_state is not None and args.load_best_model_at_end:
             self.model.load_state_dict(best_state)
         self.model.eval()
+        self.model.reset_backend()  # the weights changed: ONNX exports are redone on next use
         if args.fit_support_at_end:
             self.model.fit(self.train_texts, self.train_labels, batch_size=args.batch_size)
         return TrainOutput(
