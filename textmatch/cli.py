@@ -39,9 +39,14 @@ def _add_data_columns(p: argparse.ArgumentParser, dataset_role: str) -> None:
     p.add_argument("--label-column", default="label", help="column holding the labels (default: label)")
 
 
-def _add_runtime(p: argparse.ArgumentParser) -> None:
+def _add_runtime(p: argparse.ArgumentParser, inference: bool = True) -> None:
     p.add_argument("--batch-size", type=int, default=64, help="texts per forward pass (default: 64)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available, else cpu)")
+    if inference:
+        p.add_argument("--backend", default="torch", choices=["torch", "onnx", "onnx-int8"],
+                       help="inference engine: torch, ONNX Runtime, or ONNX Runtime with int8 weights "
+                            "(CPU; exported once and cached) (default: torch)")
+        p.add_argument("--threads", type=int, default=None, help="CPU threads for inference (default: all cores)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -104,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     _add_data_columns(p, "the training set (split 'train' unless --split)")
-    _add_runtime(p)
+    _add_runtime(p, inference=False)
 
     p = sub.add_parser("push", help="upload a saved model to the Hugging Face Hub",
                        description="Upload a model folder saved by textmatch (weights, config, tokenizer, support "
@@ -150,7 +155,15 @@ def _read_labelled(
 def _load_model(args: argparse.Namespace, **overrides: Any):
     from .modeling import MatchingNetwork
 
-    return MatchingNetwork.from_pretrained(args.model, device=args.device, **overrides)
+    backend = getattr(args, "backend", "torch")
+    threads = getattr(args, "threads", None)
+    if threads is not None and threads < 1:
+        raise TextMatchError(f"--threads must be at least 1, got {threads}")
+    if threads is not None and backend == "torch":
+        import torch
+
+        torch.set_num_threads(threads)
+    return MatchingNetwork.from_pretrained(args.model, device=args.device, backend=backend, num_threads=threads, **overrides)
 
 
 def _with_support(model: Any, args: argparse.Namespace, dataset_split: str | None = None) -> Any:
