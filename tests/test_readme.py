@@ -53,6 +53,19 @@ def test_data_snippet_prints_what_the_readme_says(tmp_path):
     assert result.stdout.strip() == expected
 
 
+def test_fast_inference_snippet_runs(tmp_path):
+    code = next(b for b in _python_blocks() if 'backend="onnx-int8"' in b)
+    check = (
+        "\nmodel.fit(['wake me at 7', 'set an alarm', 'will it rain', 'weather today'], "
+        "['alarm', 'alarm', 'weather', 'weather'])\n"
+        "assert model.predict(['alarm at noon please', 'is it going to snow']) == ['alarm', 'weather']\n"
+    )
+    env_code = "import os; os.environ['TEXTMATCH_CACHE'] = %r\nfrom textmatch import MatchingNetwork\n" % str(tmp_path / "c")
+    result = _run_python(env_code + code + check, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert list((tmp_path / "c" / "onnx").glob("*/encoder-int8.onnx"))
+
+
 def test_fine_tuning_snippet_runs(tmp_path):
     code = next(b for b in _python_blocks() if "Trainer(" in b)
     assert "num_episodes=150" in code
