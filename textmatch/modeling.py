@@ -15,7 +15,7 @@ import os
 import shutil
 import tempfile
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Hashable, Sequence
 
@@ -26,6 +26,7 @@ from torch import nn
 from . import matching
 from .data import sorted_classes, validate_labels, validate_support, validate_texts
 from .encoders import Encoder, QueryFCE, SupportFCE, TransformerEncoder, encoder_class
+from ._config import ConfigMixin
 from .errors import TextMatchError
 from .hub import DEFAULT_MODEL, require_safetensors, resolve_model
 from .model_card import DEFAULT_SPLIT, UNKNOWN_DATASET, ModelCardData, generate_model_card
@@ -44,7 +45,7 @@ OWN_FILES = {
 
 
 @dataclass
-class MatchingNetworkConfig:
+class MatchingNetworkConfig(ConfigMixin):
     """How f, g and the matching layer are set up (everything but the encoders' own configs).
 
     share_weights: f' and g' are one encoder (True) or two copies trained apart (False).
@@ -85,12 +86,6 @@ class MatchingNetworkConfig:
         if self.threshold is not None and not isinstance(self.threshold, (int, float)):
             raise TextMatchError(f"threshold must be a number or None, got {self.threshold!r}")
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "MatchingNetworkConfig":
-        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
 
 class MatchingNetwork(nn.Module):

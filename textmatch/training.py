@@ -15,7 +15,7 @@ import math
 import random
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Hashable
 
@@ -25,13 +25,14 @@ import torch
 from . import matching
 from .data import as_text_label_lists
 from .episodes import EpisodeSampler
+from ._config import ConfigMixin
 from .errors import TextMatchError
 from .model_card import EXCLUDED_TRAINING_ARGS, infer_dataset_name
 from .modeling import MatchingNetwork
 
 
 @dataclass
-class TrainingArguments:
+class TrainingArguments(ConfigMixin):
     """Settings of episodic training. n_way / k_shot / q_query left at None are chosen from the
     data: n_way = min(16, classes), k_shot = half of the smallest class (at most 5), q_query =
     the rest of it (at most 5); values given explicitly are checked against the data."""
@@ -82,12 +83,6 @@ class TrainingArguments:
         if self.device not in ("auto", "cpu", "cuda", "mps") and not str(self.device).startswith("cuda:"):
             raise TextMatchError(f"device must be 'auto', 'cpu', 'cuda[:i]' or 'mps', got {self.device!r}")
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TrainingArguments":
-        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
 
 @dataclass

@@ -7,7 +7,7 @@ and needs no download when the tokenizer is local.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +16,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from .._config import ConfigMixin
 from ..errors import TextMatchError
 from .base import POOLINGS, Encoder, pool, register_encoder
 
 
 @dataclass
-class BiLSTMEncoderConfig:
+class BiLSTMEncoderConfig(ConfigMixin):
     """Architecture of a BiLSTMEncoder. Output size is 2 * hidden_size."""
 
     vocab_size: int = 0
@@ -43,12 +44,6 @@ class BiLSTMEncoderConfig:
         if not 0.0 <= self.dropout < 1.0:
             raise TextMatchError(f"dropout must be in [0, 1), got {self.dropout}")
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "BiLSTMEncoderConfig":
-        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
 
 @register_encoder

@@ -5,20 +5,21 @@ from __future__ import annotations
 import json
 import logging
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from .._config import ConfigMixin
 from ..errors import TextMatchError
 from ..hub import require_safetensors, resolve_model
 from .base import POOLINGS, Encoder, pool, register_encoder
 
 
 @dataclass
-class TransformerEncoderConfig:
+class TransformerEncoderConfig(ConfigMixin):
     """Architecture of a TransformerEncoder.
 
     base_model: where the transformer came from (a Hub id or folder), recorded for model cards.
@@ -36,12 +37,6 @@ class TransformerEncoderConfig:
         if int(self.max_length) < 2:
             raise TextMatchError(f"max_length must be at least 2, got {self.max_length}")
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TransformerEncoderConfig":
-        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
 
 def sentence_transformers_settings(folder: Path) -> dict[str, Any]:
