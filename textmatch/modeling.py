@@ -12,7 +12,6 @@ import copy
 import json
 import math
 import os
-import shutil
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from . import matching
 from .data import sorted_classes, validate_labels, validate_support, validate_texts
 from .encoders import Encoder, QueryFCE, SupportFCE, TransformerEncoder, encoder_class
 from ._config import ConfigMixin
+from ._fs import atomic_dir
 from .errors import TextMatchError
 from .hub import DEFAULT_MODEL, require_safetensors, resolve_model
 from .model_card import DEFAULT_SPLIT, UNKNOWN_DATASET, ModelCardData, generate_model_card
@@ -522,12 +522,7 @@ class MatchingNetwork(nn.Module):
         target and renamed into place: an interrupted save leaves an existing model intact."""
         from safetensors.torch import save_file
 
-        target = Path(save_directory).expanduser().resolve()
-        if target.exists() and not target.is_dir():
-            raise TextMatchError(f"{target} is a file; choose a folder to save the model in")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-        try:
+        with atomic_dir(save_directory, carry_over=lambda name: name not in OWN_FILES) as tmp:
             (tmp / CONFIG_NAME).write_text(json.dumps(self.config_dict(), indent=2) + "\n", encoding="utf-8")
             self.query_encoder.save(tmp / "query_encoder")
             if not self.config.share_weights:
@@ -542,11 +537,7 @@ class MatchingNetwork(nn.Module):
                 save_file({"support_base": self._support_base.cpu().contiguous()}, str(tmp / SUPPORT_EMBEDDINGS_NAME))
             card = generate_model_card(self, model_path=str(save_directory))
             (tmp / MODEL_CARD_NAME).write_text(card, encoding="utf-8")
-            _replace_dir(tmp, target)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return target
+        return Path(save_directory).expanduser().resolve()
 
     def push_to_hub(
         self,
@@ -609,32 +600,6 @@ def _expand_shared(state: dict[str, torch.Tensor], model: MatchingNetwork) -> di
         if k.startswith("query_encoder."):
             out["support_encoder." + k[len("query_encoder.") :]] = v
     return out
-
-
-def _replace_dir(tmp: Path, target: Path) -> None:
-    """Rename `tmp` to `target`; an existing target is moved aside first and removed after.
-
-    Files in the old folder that a save does not write (a training log, a user's notes) are
-    copied into the new one first, so only the model's own files are replaced."""
-    if target.exists():
-        for entry in target.iterdir():
-            if entry.name in OWN_FILES or (tmp / entry.name).exists():
-                continue
-            if entry.is_dir():
-                shutil.copytree(entry, tmp / entry.name, symlinks=True)
-            else:
-                shutil.copy2(entry, tmp / entry.name, follow_symlinks=False)
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(target, old)
-        try:
-            os.replace(tmp, target)
-        except BaseException:
-            os.replace(old, target)
-            raise
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, target)
 
 
 def _jsonable(value: Any) -> Any:
