@@ -91,6 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
                                    "the trained model with the training data as its support set.")
     p.add_argument("--model", default=DEFAULT_MODEL, help=f"starting point: Hub id or folder (default: {DEFAULT_MODEL})")
     p.add_argument("--train", help=f"training examples; {data_help}. Or use --dataset")
+    p.add_argument("--data", metavar="BEIR_DIR",
+                   help="retrieval training instead: a BEIR folder; trains f (queries) and g (documents) on the "
+                        "--split qrels (default train) with in-batch and BM25-mined hard negatives")
+    p.add_argument("--hard-negatives", type=int, default=1, help="with --data: BM25 hard negatives per query (default 1)")
+    p.add_argument("--epochs", type=int, default=1, help="with --data: passes over the training queries (default 1)")
+    p.add_argument("--max-steps", type=int, default=None, help="with --data: stop after this many batches")
     p.add_argument("--valid", help="validation examples (same classes, or other classes for meta-training): "
                                    "enables best-checkpoint keeping and early stopping")
     p.add_argument("--output", required=True, help="folder to save the trained model in")
@@ -110,6 +116,59 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     _add_data_columns(p, "the training set (split 'train' unless --split)")
     _add_runtime(p, inference=False)
+
+    p = sub.add_parser("index", help="index a document collection for search",
+                       description="Split documents into passages, embed them with g and store them in an index "
+                                   "folder (vector index + BM25). An interrupted run resumes where it stopped.")
+    p.add_argument("--model", default=DEFAULT_MODEL, help=f"Hub id or folder (default: {DEFAULT_MODEL})")
+    p.add_argument("--corpus", required=True,
+                   help="a BEIR folder, corpus.jsonl / .json / .csv / .tsv / .parquet, a folder of .txt/.md files, "
+                        "or a Hugging Face dataset name (streamed)")
+    p.add_argument("--output", required=True, metavar="INDEX_DIR", help="the index folder to write")
+    p.add_argument("--add", action="store_true", help="append the corpus's new documents to an existing index")
+    p.add_argument("--index-backend", default="auto", choices=["auto", "exact", "flat", "hnsw", "ivfpq"],
+                   help="vector index: exact (chunked matrix product) or FAISS flat / hnsw / ivfpq; auto picks by "
+                        "corpus size (default: auto)")
+    p.add_argument("--passage-tokens", type=int, default=256, help="tokens per passage (default: 256)")
+    p.add_argument("--passage-overlap", type=int, default=32, help="tokens shared by consecutive passages (default: 32)")
+    p.add_argument("--no-bm25", action="store_true", help="skip the BM25 index (no hybrid search)")
+    p.add_argument("--shard-size", type=int, default=2048, help="passages per resumable shard (default: 2048)")
+    p.add_argument("--id-column", default="_id", help="document id field (default: _id, or id)")
+    p.add_argument("--title-column", default="title", help="document title field (default: title)")
+    p.add_argument("--text-column", default="text", help="document text field (default: text)")
+    p.add_argument("--split", default=None, help="split of a Hugging Face dataset corpus")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    _add_runtime(p)
+
+    p = sub.add_parser("search", help="search an index folder",
+                       description="Return the best documents for each QUERY (or each line of stdin).")
+    p.add_argument("--index", required=True, metavar="INDEX_DIR", help="a folder written by `textmatch index`")
+    p.add_argument("--top-k", type=int, default=10, help="documents per query (default: 10)")
+    p.add_argument("--mode", default="dense", choices=["dense", "bm25", "hybrid"], help="scoring (default: dense)")
+    p.add_argument("--fusion", default="rrf", choices=["rrf", "weighted"],
+                   help="hybrid fusion: reciprocal-rank fusion or weighted min-max scores (default: rrf)")
+    p.add_argument("--dense-weight", type=float, default=0.5, help="weight of the dense scores in weighted fusion")
+    p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+    p.add_argument("queries", nargs="*", metavar="QUERY", help="queries (default: read lines from stdin)")
+    _add_runtime(p)
+
+    p = sub.add_parser("evaluate-retrieval", help="nDCG@10, MRR@10, Recall@100, MAP@100 on a BEIR folder",
+                       description="Index the BEIR folder's corpus, search its queries and score the ranking "
+                                   "against the qrels of --split.")
+    p.add_argument("--model", default=DEFAULT_MODEL, help=f"Hub id or folder (default: {DEFAULT_MODEL})")
+    p.add_argument("--data", required=True, metavar="BEIR_DIR",
+                   help="corpus.jsonl, queries.jsonl, qrels/<split>.tsv")
+    p.add_argument("--split", default="test", help="qrels split (default: test)")
+    p.add_argument("--index", default=None, metavar="INDEX_DIR",
+                   help="index folder to use or create (default: a temporary one)")
+    p.add_argument("--index-backend", default="auto", choices=["auto", "exact", "flat", "hnsw", "ivfpq"],
+                   help="vector index when one is built (default: auto)")
+    p.add_argument("--mode", default="dense", choices=["dense", "bm25", "hybrid"], help="scoring (default: dense)")
+    p.add_argument("--fusion", default="rrf", choices=["rrf", "weighted"], help="hybrid fusion (default: rrf)")
+    p.add_argument("--dense-weight", type=float, default=0.5, help="weight of the dense scores in weighted fusion")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+    _add_runtime(p)
 
     p = sub.add_parser("push", help="upload a saved model to the Hugging Face Hub",
                        description="Upload a model folder saved by textmatch (weights, config, tokenizer, support "
@@ -261,8 +320,52 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_train_retrieval(args: argparse.Namespace) -> int:
+    """`train --data BEIR_DIR`: the matching loss on (query, relevant document) pairs."""
+    from .bm25 import BM25Index, mine_hard_negatives
+    from .data import load_beir
+    from .retrieval_training import RetrievalTrainer, RetrievalTrainingArguments
+
+    if args.hard_negatives < 0:
+        raise TextMatchError(f"--hard-negatives must be >= 0, got {args.hard_negatives}")
+    data = load_beir(args.data, split=args.split or "train")
+    corpus = {str(d["_id"]): f"{d['title']} {d['text']}".strip() for d in data.corpus}
+    queries = {str(q["_id"]): str(q["text"]) for q in data.queries}
+    negatives = None
+    if args.hard_negatives > 0:
+        bm25 = BM25Index()
+        bm25.build(list(corpus.values()), list(corpus))
+        negatives = mine_hard_negatives(bm25, queries, data.qrels, n=args.hard_negatives)
+    given = {"learning_rate": args.lr, "seed": args.seed, "max_steps": args.max_steps}
+    training_args = RetrievalTrainingArguments(
+        output_dir=args.output,
+        num_epochs=args.epochs,
+        encode_batch_size=args.batch_size,
+        device=args.device or "auto",
+        show_progress_bar=not args.no_progress,
+        **{k: v for k, v in given.items() if v is not None},
+    )
+    model = _load_model(args)
+    result = RetrievalTrainer(model, training_args, queries, corpus, data.qrels, hard_negatives=negatives).train()
+    model.save_pretrained(args.output)
+    summary = {"output": args.output, "steps": result.global_step, "training_loss": result.training_loss,
+               "train_seconds": round(result.train_runtime, 1), "n_queries": len(data.qrels),
+               "hard_negatives": args.hard_negatives, "arguments": training_args.to_dict()}
+    if args.json:
+        _emit_json(summary)
+    else:
+        print(f"trained {result.global_step} steps on {len(data.qrels)} queries in {result.train_runtime:.0f} s "
+              f"(mean loss {result.training_loss:.4f}); saved to {args.output}")
+    return EXIT_OK
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from .training import Trainer, TrainingArguments
+
+    if args.data:
+        if args.train or args.dataset:
+            raise TextMatchError("--data (retrieval training) and --train/--dataset (classification) exclude each other")
+        return cmd_train_retrieval(args)
 
     overrides: dict[str, Any] = {}
     if args.temperature is not None:
@@ -315,6 +418,114 @@ def cmd_train(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _read_lines_or(args_list: list[str], what: str) -> list[str]:
+    items = list(args_list)
+    if items:
+        return items
+    if sys.stdin.isatty():
+        raise TextMatchError(f"no {what} given: pass them as arguments or pipe lines on stdin")
+    items = [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    if not items:
+        raise TextMatchError(f"stdin held no {what}; give one per line")
+    return items
+
+
+def _index_config(args: argparse.Namespace) -> Any:
+    from .retrieval import IndexConfig
+
+    return IndexConfig(
+        backend=args.index_backend,
+        passage_tokens=getattr(args, "passage_tokens", 256),
+        passage_overlap=getattr(args, "passage_overlap", 32),
+        bm25=not getattr(args, "no_bm25", False),
+        shard_size=getattr(args, "shard_size", 2048),
+        batch_size=args.batch_size,
+    )
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    from .retrieval import Retriever
+
+    corpus_options = {"id_column": args.id_column, "title_column": args.title_column,
+                      "text_column": args.text_column, "split": args.split}
+    start = time.perf_counter()
+    if args.add:
+        retriever = Retriever.load(args.output, **_backend_kwargs(args))
+        before = retriever.meta["n_documents"]
+        retriever.add(args.corpus, show_progress_bar=not args.no_progress, **corpus_options)
+        added = retriever.meta["n_documents"] - before
+    else:
+        model = _load_model(args)
+        retriever = Retriever.build(model, args.corpus, args.output, _index_config(args),
+                                    show_progress_bar=not args.no_progress, **corpus_options)
+        added = retriever.meta["n_documents"]
+    meta = retriever.meta
+    print(f"indexed {added} documents ({meta['n_documents']} in all, {meta['n_passages']} passages, "
+          f"{meta['vector_index']['kind']} index) in {time.perf_counter() - start:.1f} s -> {args.output}")
+    return EXIT_OK
+
+
+def _backend_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    return {"backend": getattr(args, "backend", "torch"), "num_threads": getattr(args, "threads", None)}
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from .retrieval import Retriever
+
+    if args.top_k <= 0:
+        raise TextMatchError(f"--top-k must be a positive integer, got {args.top_k}")
+    queries = _read_lines_or(args.queries, "queries")
+    retriever = Retriever.load(args.index, **_backend_kwargs(args))
+    results = retriever.search(queries, top_k=args.top_k, mode=args.mode, fusion=args.fusion,
+                               dense_weight=args.dense_weight)
+    if args.json:
+        _emit_json({"index": args.index, "mode": args.mode, "results": [
+            {"query": q, "hits": [{"id": d, "score": s} for d, s in hits]} for q, hits in zip(queries, results)]})
+    else:
+        for q, hits in zip(queries, results):
+            print(f"# {q}")
+            for rank, (doc, score) in enumerate(hits, 1):
+                print(f"{rank}\t{score:.4f}\t{doc}")
+    return EXIT_OK
+
+
+def cmd_evaluate_retrieval(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from .data import load_beir
+    from .evaluation import evaluate_retrieval
+    from .retrieval import Retriever
+
+    data = load_beir(args.data, split=args.split)
+    model = _load_model(args)
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="textmatch-index-") as tmp:
+        folder = Path(args.index) if args.index else Path(tmp) / "index"
+        if args.index and (folder / "index.json").is_file():
+            retriever = Retriever.load(folder, model=model)
+        else:
+            retriever = Retriever.build(model, data.corpus, folder, _index_config(args),
+                                        show_progress_bar=not args.no_progress)
+        index_seconds = time.perf_counter() - start
+        query_ids = [str(q) for q in data.queries["_id"][:]]
+        texts = [str(t) for t in data.queries["text"][:]]
+        start = time.perf_counter()
+        results = retriever.search(texts, top_k=100, mode=args.mode, fusion=args.fusion, dense_weight=args.dense_weight)
+        search_seconds = time.perf_counter() - start
+    run = {qid: dict(hits) for qid, hits in zip(query_ids, results)}
+    metrics = evaluate_retrieval(run, data.qrels)
+    report = {key: metrics[key] for key in ("ndcg@10", "mrr@10", "recall@100", "map@100", "n_queries")}
+    report.update({"model": args.model, "data": args.data, "split": args.split, "mode": args.mode,
+                   "fusion": args.fusion if args.mode == "hybrid" else None,
+                   "index_seconds": round(index_seconds, 1), "search_seconds": round(search_seconds, 2)})
+    if args.json:
+        _emit_json(report)
+    else:
+        print(f"nDCG@10 {report['ndcg@10']:.4f}  MRR@10 {report['mrr@10']:.4f}  Recall@100 {report['recall@100']:.4f}  "
+              f"MAP@100 {report['map@100']:.4f}  ({report['n_queries']} queries, {args.mode})")
+    return EXIT_OK
+
+
 def _saved_folder(model: str) -> Path | None:
     """`model` as a local folder saved by textmatch, else None."""
     from .modeling import _read_textmatch_config
@@ -349,7 +560,15 @@ def cmd_push(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"predict": cmd_predict, "evaluate": cmd_evaluate, "train": cmd_train, "push": cmd_push}
+COMMANDS = {
+    "predict": cmd_predict,
+    "evaluate": cmd_evaluate,
+    "train": cmd_train,
+    "index": cmd_index,
+    "search": cmd_search,
+    "evaluate-retrieval": cmd_evaluate_retrieval,
+    "push": cmd_push,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,8 +1,11 @@
-"""Classification metrics shared by `MatchingNetwork.evaluate` and `textmatch evaluate`."""
+"""Classification metrics shared by `MatchingNetwork.evaluate` and `textmatch evaluate`; IR metrics (trec_eval semantics)."""
 
 from __future__ import annotations
 
-from typing import Any, Hashable, Sequence
+import math
+from typing import Any, Hashable, Iterable, Mapping, Sequence
+
+import numpy as np
 
 
 def _sorted_labels(labels: set[Hashable]) -> list[Hashable]:
@@ -32,3 +35,216 @@ def classification_report(gold: Sequence[Hashable], predicted: Sequence[Hashable
         "macro_f1": sum(per_label[lab]["f1"] for lab in gold_labels) / max(1, len(gold_labels)),
         "per_label": per_label,
     }
+
+
+# ---------------------------------------------------------------------------
+# Information-retrieval metrics (trec_eval / pytrec_eval semantics, as used by BEIR)
+# ---------------------------------------------------------------------------
+#
+# Conventions shared by every function below, all taken from trec_eval (the C
+# program that pytrec_eval wraps and that BEIR's ``EvaluateRetrieval`` calls):
+#
+# * A ranking is a sequence of doc ids, best first.  Docs that are not in the
+#   qrels ("unjudged") are non-relevant: grade 0.
+# * A doc is *relevant* when its grade is > 0 (trec_eval's default
+#   ``relevance_level`` of 1 for integer grades).  Grades <= 0 are judged
+#   non-relevant and contribute no gain.
+# * The denominators of recall and MAP are the number of relevant docs in the
+#   qrels, retrieved or not; the ideal DCG of nDCG is built from every judged
+#   doc's grade, retrieved or not.
+# * ``k`` larger than the ranking is fine: missing ranks count as non-relevant
+#   (so precision@k still divides by k, as trec_eval's ``P_k`` does).
+# * A query with no relevant docs scores 0 on every metric.
+
+DEFAULT_K_VALUES: tuple[int, ...] = (1, 3, 5, 10, 100)
+_HEADLINE_METRICS: tuple[tuple[str, int], ...] = (("ndcg", 10), ("mrr", 10), ("recall", 100), ("map", 100))
+_METRIC_NAMES: tuple[str, ...] = ("ndcg", "mrr", "recall", "map", "precision")
+
+
+def _check_k(k: int) -> int:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k!r}")
+    return int(k)
+
+
+def _top_k(ranked_ids: Sequence[str], k: int) -> Sequence[str]:
+    """The first ``k`` ids of a ranking, refusing duplicate ids (trec_eval rejects them too)."""
+    k = _check_k(k)
+    if len(set(ranked_ids)) != len(ranked_ids):
+        seen: set[str] = set()
+        dupes = sorted({d for d in ranked_ids if d in seen or seen.add(d)}, key=str)  # type: ignore[func-returns-value]
+        raise ValueError(f"ranking contains duplicate doc ids: {dupes[:5]}")
+    return ranked_ids[:k]
+
+
+def _n_relevant(qrels: Mapping[str, int]) -> int:
+    return sum(1 for grade in qrels.values() if grade > 0)
+
+
+def rank_run(scores: Mapping[str, float]) -> list[str]:
+    """Order the docs of one query's run the way trec_eval does, best first.
+
+    trec_eval ignores any rank given with a run and re-sorts each query's docs
+    itself (``comp_sim_docno`` in ``form_res_rels.c``): by score descending,
+    then -- for equal scores -- by doc id *descending* in ``strcmp`` order
+    (``strcmp(ptr2->docno, ptr1->docno)``, note the swapped arguments).  So
+    with tied scores, doc "b" is ranked above doc "a", and "10" above "1".
+
+    Two further details reproduce trec_eval / pytrec_eval exactly:
+
+    * trec_eval stores scores as C ``float`` (``TEXT_RESULTS.sim``), so scores
+      are rounded to float32 before comparing: two float64 scores that differ
+      only beyond float32 precision are a tie, broken by doc id.
+    * Doc ids are compared as strings (``str(doc_id)``); Python's code-point
+      order equals ``strcmp``'s byte order on UTF-8 text.
+
+    Raises ``ValueError`` on a NaN score (no ordering is defined for it).
+    """
+    keyed = []
+    for doc_id, score in scores.items():
+        score32 = float(np.float32(score))
+        if math.isnan(score32):
+            raise ValueError(f"NaN score for doc {doc_id!r}")
+        keyed.append((score32, str(doc_id), doc_id))
+    # Descending on both keys: score descending, then doc id descending.
+    keyed.sort(key=lambda item: (item[0], item[1]), reverse=True)
+    return [doc_id for _, _, doc_id in keyed]
+
+
+def ndcg_at_k(ranked_ids: Sequence[str], qrels: Mapping[str, int], k: int = 10) -> float:
+    """nDCG@k with linear (graded) gains, as trec_eval's ``ndcg_cut.k``.
+
+    DCG@k = sum over ranks i = 1..k of rel_i / log2(i + 1), where rel_i is the
+    qrels grade of the doc at rank i (unjudged docs and grades <= 0 give 0).
+    The ideal DCG@k applies the same formula to all positive grades in the
+    qrels sorted descending (judged docs that were not retrieved included).
+    Returns 0.0 when the qrels have no positive grade.
+    """
+    top = _top_k(ranked_ids, k)
+    dcg = 0.0
+    for i, doc_id in enumerate(top):
+        gain = qrels.get(doc_id, 0)
+        if gain > 0:
+            dcg += gain / math.log2(i + 2)
+    ideal_gains = sorted((g for g in qrels.values() if g > 0), reverse=True)[: _check_k(k)]
+    idcg = 0.0
+    for i, gain in enumerate(ideal_gains):
+        idcg += gain / math.log2(i + 2)
+    return dcg / idcg if idcg > 0 else 0.0
+
+
+def mrr_at_k(ranked_ids: Sequence[str], qrels: Mapping[str, int], k: int = 10) -> float:
+    """Reciprocal rank of the first doc with grade > 0 among the top ``k``; 0.0 if there is none.
+
+    (trec_eval's ``recip_rank`` has no cutoff; this is the MRR@k that BEIR
+    reports, computed on the trec_eval ordering.)
+    """
+    for i, doc_id in enumerate(_top_k(ranked_ids, k)):
+        if qrels.get(doc_id, 0) > 0:
+            return 1.0 / (i + 1)
+    return 0.0
+
+
+def recall_at_k(ranked_ids: Sequence[str], qrels: Mapping[str, int], k: int = 100) -> float:
+    """Relevant docs (grade > 0) in the top ``k`` over all relevant docs in the qrels (trec_eval ``recall.k``).
+
+    0.0 when the qrels have no relevant doc.
+    """
+    n_rel = _n_relevant(qrels)
+    if n_rel == 0:
+        _top_k(ranked_ids, k)  # still validate the arguments
+        return 0.0
+    hits = sum(1 for doc_id in _top_k(ranked_ids, k) if qrels.get(doc_id, 0) > 0)
+    return hits / n_rel
+
+
+def precision_at_k(ranked_ids: Sequence[str], qrels: Mapping[str, int], k: int = 10) -> float:
+    """Relevant docs (grade > 0) in the top ``k``, divided by ``k`` (trec_eval ``P.k``).
+
+    The denominator is ``k`` even when fewer than ``k`` docs were retrieved.
+    """
+    top = _top_k(ranked_ids, k)
+    return sum(1 for doc_id in top if qrels.get(doc_id, 0) > 0) / _check_k(k)
+
+
+def average_precision_at_k(ranked_ids: Sequence[str], qrels: Mapping[str, int], k: int = 100) -> float:
+    """Average precision cut at ``k``, as trec_eval's ``map_cut.k`` (BEIR's "MAP@k").
+
+    Sum of precision@i over the ranks i <= k holding a relevant doc (grade > 0),
+    divided by the number of relevant docs in the qrels -- not by min(k, R), and
+    not by the relevant docs retrieved.  0.0 when the qrels have no relevant doc.
+    """
+    n_rel = _n_relevant(qrels)
+    top = _top_k(ranked_ids, k)
+    if n_rel == 0:
+        return 0.0
+    hits = 0
+    total = 0.0
+    for i, doc_id in enumerate(top):
+        if qrels.get(doc_id, 0) > 0:
+            hits += 1
+            total += hits / (i + 1)
+    return total / n_rel
+
+
+_METRIC_FUNCTIONS = {
+    "ndcg": ndcg_at_k,
+    "mrr": mrr_at_k,
+    "recall": recall_at_k,
+    "map": average_precision_at_k,
+    "precision": precision_at_k,
+}
+
+
+def _metric_keys(k_values: Iterable[int]) -> list[tuple[str, int]]:
+    """(metric, k) pairs: every metric at every k in ``k_values`` (in order), then any missing headline metric."""
+    keys: list[tuple[str, int]] = []
+    for k in k_values:
+        k = _check_k(k)
+        keys.extend((name, k) for name in _METRIC_NAMES if (name, k) not in keys)
+    keys.extend(pair for pair in _HEADLINE_METRICS if pair not in keys)
+    return keys
+
+
+def evaluate_retrieval(
+    run: Mapping[str, Mapping[str, float]],
+    qrels: Mapping[str, Mapping[str, int]],
+    k_values: Sequence[int] = DEFAULT_K_VALUES,
+    per_query: bool = False,
+) -> dict[str, Any]:
+    """Mean IR metrics of a run over a set of queries, with trec_eval semantics.
+
+    ``run`` maps query id -> {doc id: score}; each query's docs are ordered with
+    :func:`rank_run` (score descending, ties by doc id descending, as trec_eval).
+    ``qrels`` maps query id -> {doc id: grade}.
+
+    The mean is taken over the queries in ``qrels`` that have at least one doc
+    with grade > 0.  A query in ``qrels`` but absent from ``run`` (or with an
+    empty ranking) scores 0 on every metric and still counts in the mean, like
+    ``trec_eval -c``; note that BEIR, through pytrec_eval, instead drops such
+    queries from its average.  Queries only in ``run`` are ignored.
+
+    Returns a dict with ``"ndcg@10"``, ``"mrr@10"``, ``"recall@100"`` and
+    ``"map@100"`` (always present), ``ndcg@k``, ``mrr@k``, ``recall@k``,
+    ``map@k`` and ``precision@k`` for every ``k`` in ``k_values``, and
+    ``"n_queries"`` (the number of queries averaged).  With no query to
+    average, every metric is 0.0 and ``n_queries`` is 0.  With
+    ``per_query=True`` the dict also has ``"per_query"``: {query id: {metric:
+    value}} for the same queries.
+    """
+    keys = _metric_keys(k_values)
+    per_q: dict[str, dict[str, float]] = {}
+    for qid, judged in qrels.items():
+        if _n_relevant(judged) == 0:
+            continue
+        ranked = rank_run(run.get(qid, {}))
+        per_q[qid] = {f"{name}@{k}": _METRIC_FUNCTIONS[name](ranked, judged, k) for name, k in keys}
+    n = len(per_q)
+    result: dict[str, Any] = {}
+    for name, k in keys:
+        key = f"{name}@{k}"
+        result[key] = math.fsum(values[key] for values in per_q.values()) / n if n else 0.0
+    result["n_queries"] = n
+    if per_query:
+        result["per_query"] = per_q
+    return result
