@@ -460,6 +460,9 @@ def cmd_index(args: argparse.Namespace) -> int:
                                     show_progress_bar=not args.no_progress, **corpus_options)
         added = retriever.meta["n_documents"]
     meta = retriever.meta
+    if retriever.last_build.get("reused_shards"):
+        print(f"resumed an interrupted build: reused {retriever.last_build['reused_shards']} of "
+              f"{retriever.last_build['shards']} encoded shards", file=sys.stderr)
     print(f"indexed {added} documents ({meta['n_documents']} in all, {meta['n_passages']} passages, "
           f"{meta['vector_index']['kind']} index) in {time.perf_counter() - start:.1f} s -> {args.output}")
     return EXIT_OK

@@ -87,6 +87,7 @@ class Retriever:
         self.vectors = vectors  # textmatch.index.VectorIndex over passage embeddings
         self.passage_docs = passage_docs  # passage position -> document id
         self.bm25 = bm25
+        self.last_build: dict[str, int] = {}  # shards / reused_shards / new_passages of the last build or add
 
     # -- building ---------------------------------------------------------------------------
     @classmethod
@@ -112,12 +113,15 @@ class Retriever:
 
         tokenizer = model.support_encoder.tokenizer
         max_tokens = min(config.passage_tokens, model.support_encoder.max_length)
+        overlap = min(config.passage_overlap, max_tokens // 4)  # a short model limit shrinks both
         passages: list[tuple[str, str]] = []  # (doc_id, text)
         for doc in documents:
-            for text in split_passages(doc["title"], doc["text"], tokenizer, max_tokens, config.passage_overlap):
+            for text in split_passages(doc["title"], doc["text"], tokenizer, max_tokens, overlap):
                 passages.append((doc["_id"], text))
         fingerprint = model_fingerprint(model)
-        embeddings = _encode_resumable(model, [t for _, t in passages], folder, fingerprint, config, show_progress_bar)
+        embeddings, reused, n_shards = _encode_resumable(
+            model, [t for _, t in passages], folder, fingerprint, config, show_progress_bar
+        )
 
         with atomic_dir(folder) as tmp:
             if existing is not None:
@@ -159,7 +163,9 @@ class Retriever:
             }
             (tmp / INDEX_CONFIG).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         shutil.rmtree(_partial_dir(folder), ignore_errors=True)
-        return cls(model, folder, config, meta, vectors, all_docs, bm25)
+        retriever = cls(model, folder, config, meta, vectors, all_docs, bm25)
+        retriever.last_build = {"shards": n_shards, "reused_shards": reused, "new_passages": len(passages)}
+        return retriever
 
     # -- loading ----------------------------------------------------------------------------
     @classmethod
@@ -291,9 +297,10 @@ def _partial_dir(folder: Path) -> Path:
 
 
 def _encode_resumable(model: Any, texts: list[str], folder: Path, fingerprint: str, config: IndexConfig,
-                      show_progress_bar: bool) -> np.ndarray:
-    """g' embeddings of `texts`, in shards saved under `<folder>.partial/`: a shard written by an
-    interrupted run with the same model, texts and settings is reused, not recomputed."""
+                      show_progress_bar: bool) -> tuple[np.ndarray, int, int]:
+    """g' embeddings of `texts` (n, dim), in shards saved under `<folder>.partial/`: a shard
+    written by an interrupted run with the same model, texts and settings is reused, not
+    recomputed. Returns (embeddings, shards reused, shards in all)."""
     import hashlib
 
     from tqdm.auto import tqdm
@@ -316,6 +323,7 @@ def _encode_resumable(model: Any, texts: list[str], folder: Path, fingerprint: s
 
     n_shards = (len(texts) + config.shard_size - 1) // config.shard_size
     shards = []
+    reused = 0
     bar = tqdm(total=len(texts), desc="Encoding", unit="passage", disable=not show_progress_bar)
     try:
         for s in range(n_shards):
@@ -323,6 +331,7 @@ def _encode_resumable(model: Any, texts: list[str], folder: Path, fingerprint: s
             chunk = texts[s * config.shard_size : (s + 1) * config.shard_size]
             if path.is_file():
                 emb = np.load(path, allow_pickle=False)
+                reused += 1
             else:
                 emb = model.encode(chunk, batch_size=config.batch_size, role="support").astype(np.float32)
                 tmp = path.with_name(path.name + ".tmp.npy")
@@ -334,4 +343,4 @@ def _encode_resumable(model: Any, texts: list[str], folder: Path, fingerprint: s
         bar.close()
     if not shards:
         raise TextMatchError("no passages to encode")
-    return np.ascontiguousarray(np.concatenate(shards), dtype=np.float32)
+    return np.ascontiguousarray(np.concatenate(shards), dtype=np.float32), reused, n_shards
