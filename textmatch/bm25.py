@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -42,7 +43,9 @@ def _import_bm25s():
     try:
         import bm25s
     except ImportError:  # pragma: no cover - depends on the environment
-        raise TextMatchError("BM25 needs the bm25s package: pip install bm25s (and PyStemmer for stemming)") from None
+        raise TextMatchError(
+            "BM25 needs the bm25s package: pip install bm25s (and PyStemmer for stemming)"
+        ) from None
     return bm25s
 
 
@@ -72,17 +75,27 @@ def _make_stemmer(name: str | None):
         ) from None
 
 
-def _check_texts(texts: Sequence[str], ids: Sequence[str], what: str) -> tuple[list[str], list[str]]:
+def _check_texts(
+    texts: Sequence[str], ids: Sequence[str], what: str
+) -> tuple[list[str], list[str]]:
     if isinstance(texts, str) or isinstance(ids, str):
-        raise TextMatchError(f"{what}: pass lists of texts and ids, not a single string")
+        raise TextMatchError(
+            f"{what}: pass lists of texts and ids, not a single string"
+        )
     texts, ids = list(texts), list(ids)
     if len(texts) != len(ids):
-        raise TextMatchError(f"{what}: got {len(texts)} texts but {len(ids)} ids; give one id per text")
+        raise TextMatchError(
+            f"{what}: got {len(texts)} texts but {len(ids)} ids; give one id per text"
+        )
     for i, (text, doc_id) in enumerate(zip(texts, ids)):
         if not isinstance(text, str):
-            raise TextMatchError(f"{what}: text {i} is a {type(text).__name__}, not a str")
+            raise TextMatchError(
+                f"{what}: text {i} is a {type(text).__name__}, not a str"
+            )
         if not isinstance(doc_id, str):
-            raise TextMatchError(f"{what}: id {i} ({doc_id!r}) is a {type(doc_id).__name__}; ids must be str")
+            raise TextMatchError(
+                f"{what}: id {i} ({doc_id!r}) is a {type(doc_id).__name__}; ids must be str"
+            )
     return texts, ids
 
 
@@ -100,8 +113,8 @@ class BM25Index:
     incremental update, so this re-indexes every text kept: O(total corpus) per call; batch
     your additions). `search(queries, k)` returns (scores (m, k) float32, ids m lists of k).
     `save(folder)` / `BM25Index.load(folder)` use bm25s's own files (numpy .npy arrays saved
-    with allow_pickle=False and JSON) plus `textmatch_bm25.json` (settings, ids) and
-    `documents.jsonl` (the texts, so `add` works after loading). No pickle anywhere.
+    with allow_pickle=False and JSON) plus `textmatch_bm25.json` (settings, meta()) and
+    `documents.jsonl` (ids and texts, so `add` works after loading). No pickle anywhere.
     """
 
     def __init__(
@@ -118,16 +131,24 @@ class BM25Index:
         if not (isinstance(b, (int, float)) and 0 <= b <= 1):
             raise TextMatchError(f"b must be a number in [0, 1], got {b!r}")
         if method not in _METHODS:
-            raise TextMatchError(f"method must be one of {list(_METHODS)}, got {method!r}")
+            raise TextMatchError(
+                f"method must be one of {list(_METHODS)}, got {method!r}"
+            )
         if stemmer == "auto":
             stemmer = "english" if stemmer_available() else None
-        self._stemmer = _make_stemmer(stemmer)  # checks the name (and that PyStemmer is there)
+        self._stemmer = _make_stemmer(
+            stemmer
+        )  # checks the name (and that PyStemmer is there)
         bm25s = _import_bm25s()
         if isinstance(stopwords, str):
             try:  # checks the list name now rather than at build time
-                bm25s.tokenize(["x"], stopwords=stopwords, return_ids=False, show_progress=False)
+                bm25s.tokenize(
+                    ["x"], stopwords=stopwords, return_ids=False, show_progress=False
+                )
             except ValueError:
-                raise TextMatchError(f"bm25s has no stopword list {stopwords!r}; try 'en' or None") from None
+                raise TextMatchError(
+                    f"bm25s has no stopword list {stopwords!r}; try 'en' or None"
+                ) from None
         elif stopwords is not None:
             stopwords = [str(w) for w in stopwords]
         self.k1 = float(k1)
@@ -154,7 +175,11 @@ class BM25Index:
         bm25s = _import_bm25s()
         stopwords = [] if self.stopwords is None else self.stopwords
         return bm25s.tokenize(
-            texts, stopwords=stopwords, stemmer=self._stemmer, return_ids=False, show_progress=False
+            texts,
+            stopwords=stopwords,
+            stemmer=self._stemmer,
+            return_ids=False,
+            show_progress=False,
         )
 
     def _index(self, texts: list[str], ids: list[str]) -> None:
@@ -177,7 +202,9 @@ class BM25Index:
         seen: set[str] = set()
         dupes = [i for i in ids if i in seen or seen.add(i)]  # type: ignore[func-returns-value]
         if dupes:
-            raise TextMatchError(f"build: {len(dupes)} duplicate id(s), e.g. {dupes[:3]}; ids must be unique")
+            raise TextMatchError(
+                f"build: {len(dupes)} duplicate id(s), e.g. {dupes[:3]}; ids must be unique"
+            )
         self._index(texts, ids)
         return self
 
@@ -199,7 +226,9 @@ class BM25Index:
     # ------------------------------------------------------------------ search
     def _require_built(self, what: str) -> None:
         if self._bm25 is None:
-            raise TextMatchError(f"{what}: the index is empty; call build(texts, ids) first")
+            raise TextMatchError(
+                f"{what}: the index is empty; call build(texts, ids) first"
+            )
 
     def score_all(self, query: str) -> np.ndarray:
         """BM25 scores of one query against every document, shape (len(index),), float32.
@@ -219,7 +248,9 @@ class BM25Index:
                 out.append(np.zeros(n, dtype=np.float32))
         return out
 
-    def search(self, queries: Sequence[str], k: int = 10) -> tuple[np.ndarray, list[list[str]]]:
+    def search(
+        self, queries: Sequence[str], k: int = 10
+    ) -> tuple[np.ndarray, list[list[str]]]:
         """Top-k documents per query: (scores (m, k) float32, descending per row; ids, m lists of
         k str). k is capped at the number of documents; k <= 0 is an error. Ties keep index
         order. A query with no indexed word (only stopwords or unseen words) gets score 0 for
@@ -227,7 +258,9 @@ class BM25Index:
         is an error."""
         self._require_built("search")
         if isinstance(queries, str):
-            raise TextMatchError("search: pass a list of query strings, e.g. search([query], k)")
+            raise TextMatchError(
+                "search: pass a list of query strings, e.g. search([query], k)"
+            )
         queries = list(queries)
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
             raise TextMatchError(f"search: k must be an int, got {k!r}")
@@ -235,9 +268,13 @@ class BM25Index:
             raise TextMatchError(f"search: k must be >= 1, got {k}")
         for i, q in enumerate(queries):
             if not isinstance(q, str):
-                raise TextMatchError(f"search: query {i} is a {type(q).__name__}, not a str")
+                raise TextMatchError(
+                    f"search: query {i} is a {type(q).__name__}, not a str"
+                )
             if not q.strip():
-                raise TextMatchError(f"search: query {i} is empty; every query needs some text")
+                raise TextMatchError(
+                    f"search: query {i} is empty; every query needs some text"
+                )
         k = min(int(k), len(self._ids))
         top_scores = np.zeros((len(queries), k), dtype=np.float32)
         top_ids: list[list[str]] = []
@@ -258,10 +295,14 @@ class BM25Index:
             "b": self.b,
             "method": self.method,
             "delta": self.delta,
-            "stopwords": self.stopwords if isinstance(self.stopwords, (str, type(None))) else list(self.stopwords),
+            "stopwords": self.stopwords
+            if isinstance(self.stopwords, (str, type(None)))
+            else list(self.stopwords),
             "stemmer": self.stemmer,
             "num_docs": len(self._ids),
-            "vocab_size": 0 if self._bm25 is None else sum(1 for t in self._bm25.vocab_dict if t != ""),
+            "vocab_size": 0
+            if self._bm25 is None
+            else sum(1 for t in self._bm25.vocab_dict if t != ""),
         }
 
     def save(self, folder: str | Path) -> Path:
@@ -272,10 +313,14 @@ class BM25Index:
         folder.mkdir(parents=True, exist_ok=True)
         self._bm25.save(str(folder), allow_pickle=False, show_progress=False)
         with open(folder / _DOCS_FILE, "w", encoding="utf-8") as f:
-            for doc_id, text in zip(self._ids, self._texts):
-                f.write(json.dumps({"id": doc_id, "text": text}, ensure_ascii=False) + "\n")
+            f.writelines(
+                json.dumps({"id": doc_id, "text": text}, ensure_ascii=False) + "\n"
+                for doc_id, text in zip(self._ids, self._texts)
+            )
         meta = {"format": _FORMAT, "format_version": _FORMAT_VERSION, **self.meta()}
-        (folder / _META_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        (folder / _META_FILE).write_text(
+            json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+        )
         return folder
 
     @classmethod
@@ -285,9 +330,14 @@ class BM25Index:
         folder = Path(folder).expanduser()
         meta_path = folder / _META_FILE
         if not meta_path.is_file():
-            raise TextMatchError(f"{folder} is not a saved BM25Index: it has no {_META_FILE}")
+            raise TextMatchError(
+                f"{folder} is not a saved BM25Index: it has no {_META_FILE}"
+            )
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        if meta.get("format") != _FORMAT or meta.get("format_version") != _FORMAT_VERSION:
+        if (
+            meta.get("format") != _FORMAT
+            or meta.get("format_version") != _FORMAT_VERSION
+        ):
             raise TextMatchError(
                 f"{meta_path}: unknown format {meta.get('format')!r} version {meta.get('format_version')!r}"
             )
@@ -297,8 +347,12 @@ class BM25Index:
                 "(pip install PyStemmer), else queries would not match the stemmed index"
             )
         index = cls(
-            k1=meta["k1"], b=meta["b"], method=meta["method"], delta=meta["delta"],
-            stopwords=meta["stopwords"], stemmer=meta["stemmer"],
+            k1=meta["k1"],
+            b=meta["b"],
+            method=meta["method"],
+            delta=meta["delta"],
+            stopwords=meta["stopwords"],
+            stemmer=meta["stemmer"],
         )
         ids, texts = [], []
         with open(folder / _DOCS_FILE, encoding="utf-8") as f:
@@ -307,13 +361,20 @@ class BM25Index:
                     row = json.loads(line)
                     ids.append(row["id"])
                     texts.append(row["text"])
-        bm25 = bm25s.BM25.load(str(folder), allow_pickle=False, show_progress=False, verbosity=0)
+        bm25 = bm25s.BM25.load(
+            str(folder), allow_pickle=False, show_progress=False, verbosity=0
+        )
         if bm25.scores["num_docs"] != len(ids) or len(ids) != meta["num_docs"]:
             raise TextMatchError(
                 f"{folder}: the bm25s index has {bm25.scores['num_docs']} documents but {_DOCS_FILE} has "
                 f"{len(ids)}; the folder is damaged, rebuild and save again"
             )
-        index._bm25, index._texts, index._ids, index._id_set = bm25, texts, ids, set(ids)
+        index._bm25, index._texts, index._ids, index._id_set = (
+            bm25,
+            texts,
+            ids,
+            set(ids),
+        )
         return index
 
     def __repr__(self) -> str:
@@ -358,7 +419,9 @@ def mine_hard_negatives(
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise TextMatchError(f"mine_hard_negatives: n must be an int >= 1, got {n!r}")
     if isinstance(depth, bool) or not isinstance(depth, int) or depth < n:
-        raise TextMatchError(f"mine_hard_negatives: depth must be an int >= n ({n}), got {depth!r}")
+        raise TextMatchError(
+            f"mine_hard_negatives: depth must be an int >= n ({n}), got {depth!r}"
+        )
     qids = list(queries)
     if not qids:
         return {}

@@ -1,9 +1,10 @@
-"""Classification metrics shared by `MatchingNetwork.evaluate` and `textmatch evaluate`; IR metrics (trec_eval semantics)."""
+"""Classification metrics (`MatchingNetwork.evaluate`, `textmatch evaluate`) and IR metrics (trec_eval semantics)."""
 
 from __future__ import annotations
 
 import math
-from typing import Any, Hashable, Iterable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -67,18 +68,63 @@ def _check_k(k: int) -> int:
     return int(k)
 
 
-def _top_k(ranked_ids: Sequence[str], k: int) -> Sequence[str]:
-    """The first ``k`` ids of a ranking, refusing duplicate ids (trec_eval rejects them too)."""
+def _grades(ranked_ids: Sequence[str], qrels: Mapping[str, int], k: int) -> list[int]:
+    """Grades of the first ``k`` docs of a ranking (0 for unjudged); refuses duplicate ids, as trec_eval does."""
     k = _check_k(k)
     if len(set(ranked_ids)) != len(ranked_ids):
-        seen: set[str] = set()
-        dupes = sorted({d for d in ranked_ids if d in seen or seen.add(d)}, key=str)  # type: ignore[func-returns-value]
+        counts: dict[str, int] = {}
+        for doc_id in ranked_ids:
+            counts[doc_id] = counts.get(doc_id, 0) + 1
+        dupes = [doc_id for doc_id, n in counts.items() if n > 1]
         raise ValueError(f"ranking contains duplicate doc ids: {dupes[:5]}")
-    return ranked_ids[:k]
+    return [qrels.get(doc_id, 0) for doc_id in ranked_ids[:k]]
 
 
-def _n_relevant(qrels: Mapping[str, int]) -> int:
-    return sum(1 for grade in qrels.values() if grade > 0)
+def _ideal_gains(qrels: Mapping[str, int]) -> list[int]:
+    """Positive grades of all judged docs, best first (the ideal ranking's gains)."""
+    return sorted((g for g in qrels.values() if g > 0), reverse=True)
+
+
+# The _*_from_grades helpers take the grades of the top (at least k) ranked docs, best first.
+
+
+def _ndcg_from_grades(grades: Sequence[int], ideal: Sequence[int], k: int) -> float:
+    # Summed rank by rank, in trec_eval's order (m_ndcg_cut.c), for bit-level agreement.
+    dcg = 0.0
+    for i, gain in enumerate(grades[:k]):
+        if gain > 0:
+            dcg += gain / math.log2(i + 2)
+    idcg = 0.0
+    for i, gain in enumerate(ideal[:k]):
+        idcg += gain / math.log2(i + 2)
+    return dcg / idcg if idcg > 0 else 0.0
+
+
+def _mrr_from_grades(grades: Sequence[int], k: int) -> float:
+    for i, gain in enumerate(grades[:k]):
+        if gain > 0:
+            return 1.0 / (i + 1)
+    return 0.0
+
+
+def _recall_from_grades(grades: Sequence[int], k: int, n_rel: int) -> float:
+    return sum(1 for g in grades[:k] if g > 0) / n_rel if n_rel else 0.0
+
+
+def _precision_from_grades(grades: Sequence[int], k: int) -> float:
+    return sum(1 for g in grades[:k] if g > 0) / k
+
+
+def _ap_from_grades(grades: Sequence[int], k: int, n_rel: int) -> float:
+    if not n_rel:
+        return 0.0
+    hits = 0
+    total = 0.0
+    for i, gain in enumerate(grades[:k]):
+        if gain > 0:
+            hits += 1
+            total += hits / (i + 1)
+    return total / n_rel
 
 
 def rank_run(scores: Mapping[str, float]) -> list[str]:
@@ -88,7 +134,9 @@ def rank_run(scores: Mapping[str, float]) -> list[str]:
     itself (``comp_sim_docno`` in ``form_res_rels.c``): by score descending,
     then -- for equal scores -- by doc id *descending* in ``strcmp`` order
     (``strcmp(ptr2->docno, ptr1->docno)``, note the swapped arguments).  So
-    with tied scores, doc "b" is ranked above doc "a", and "10" above "1".
+    with tied scores, doc "b" is ranked above doc "a", and "9" above "10".
+    (pytrec_eval pre-sorts with ascending doc ids, but trec_eval's own sort
+    then overrides that.)
 
     Two further details reproduce trec_eval / pytrec_eval exactly:
 
@@ -100,15 +148,17 @@ def rank_run(scores: Mapping[str, float]) -> list[str]:
 
     Raises ``ValueError`` on a NaN score (no ordering is defined for it).
     """
-    keyed = []
-    for doc_id, score in scores.items():
-        score32 = float(np.float32(score))
-        if math.isnan(score32):
-            raise ValueError(f"NaN score for doc {doc_id!r}")
-        keyed.append((score32, str(doc_id), doc_id))
+    if not scores:
+        return []
+    doc_ids = list(scores)
+    with np.errstate(over="ignore"):  # beyond float32 range becomes +-inf, as the C cast does
+        scores32 = np.asarray([scores[d] for d in doc_ids], dtype=np.float32).tolist()
+    if any(math.isnan(s) for s in scores32):
+        bad = [d for d, s in zip(doc_ids, scores32) if math.isnan(s)]
+        raise ValueError(f"NaN score for doc(s) {bad[:5]}")
     # Descending on both keys: score descending, then doc id descending.
-    keyed.sort(key=lambda item: (item[0], item[1]), reverse=True)
-    return [doc_id for _, _, doc_id in keyed]
+    order = sorted(range(len(doc_ids)), key=lambda i: (scores32[i], str(doc_ids[i])), reverse=True)
+    return [doc_ids[i] for i in order]
 
 
 def ndcg_at_k(ranked_ids: Sequence[str], qrels: Mapping[str, int], k: int = 10) -> float:
@@ -120,17 +170,7 @@ def ndcg_at_k(ranked_ids: Sequence[str], qrels: Mapping[str, int], k: int = 10) 
     qrels sorted descending (judged docs that were not retrieved included).
     Returns 0.0 when the qrels have no positive grade.
     """
-    top = _top_k(ranked_ids, k)
-    dcg = 0.0
-    for i, doc_id in enumerate(top):
-        gain = qrels.get(doc_id, 0)
-        if gain > 0:
-            dcg += gain / math.log2(i + 2)
-    ideal_gains = sorted((g for g in qrels.values() if g > 0), reverse=True)[: _check_k(k)]
-    idcg = 0.0
-    for i, gain in enumerate(ideal_gains):
-        idcg += gain / math.log2(i + 2)
-    return dcg / idcg if idcg > 0 else 0.0
+    return _ndcg_from_grades(_grades(ranked_ids, qrels, k), _ideal_gains(qrels), k)
 
 
 def mrr_at_k(ranked_ids: Sequence[str], qrels: Mapping[str, int], k: int = 10) -> float:
@@ -139,10 +179,7 @@ def mrr_at_k(ranked_ids: Sequence[str], qrels: Mapping[str, int], k: int = 10) -
     (trec_eval's ``recip_rank`` has no cutoff; this is the MRR@k that BEIR
     reports, computed on the trec_eval ordering.)
     """
-    for i, doc_id in enumerate(_top_k(ranked_ids, k)):
-        if qrels.get(doc_id, 0) > 0:
-            return 1.0 / (i + 1)
-    return 0.0
+    return _mrr_from_grades(_grades(ranked_ids, qrels, k), k)
 
 
 def recall_at_k(ranked_ids: Sequence[str], qrels: Mapping[str, int], k: int = 100) -> float:
@@ -150,12 +187,7 @@ def recall_at_k(ranked_ids: Sequence[str], qrels: Mapping[str, int], k: int = 10
 
     0.0 when the qrels have no relevant doc.
     """
-    n_rel = _n_relevant(qrels)
-    if n_rel == 0:
-        _top_k(ranked_ids, k)  # still validate the arguments
-        return 0.0
-    hits = sum(1 for doc_id in _top_k(ranked_ids, k) if qrels.get(doc_id, 0) > 0)
-    return hits / n_rel
+    return _recall_from_grades(_grades(ranked_ids, qrels, k), k, len(_ideal_gains(qrels)))
 
 
 def precision_at_k(ranked_ids: Sequence[str], qrels: Mapping[str, int], k: int = 10) -> float:
@@ -163,8 +195,7 @@ def precision_at_k(ranked_ids: Sequence[str], qrels: Mapping[str, int], k: int =
 
     The denominator is ``k`` even when fewer than ``k`` docs were retrieved.
     """
-    top = _top_k(ranked_ids, k)
-    return sum(1 for doc_id in top if qrels.get(doc_id, 0) > 0) / _check_k(k)
+    return _precision_from_grades(_grades(ranked_ids, qrels, k), k)
 
 
 def average_precision_at_k(ranked_ids: Sequence[str], qrels: Mapping[str, int], k: int = 100) -> float:
@@ -174,26 +205,7 @@ def average_precision_at_k(ranked_ids: Sequence[str], qrels: Mapping[str, int], 
     divided by the number of relevant docs in the qrels -- not by min(k, R), and
     not by the relevant docs retrieved.  0.0 when the qrels have no relevant doc.
     """
-    n_rel = _n_relevant(qrels)
-    top = _top_k(ranked_ids, k)
-    if n_rel == 0:
-        return 0.0
-    hits = 0
-    total = 0.0
-    for i, doc_id in enumerate(top):
-        if qrels.get(doc_id, 0) > 0:
-            hits += 1
-            total += hits / (i + 1)
-    return total / n_rel
-
-
-_METRIC_FUNCTIONS = {
-    "ndcg": ndcg_at_k,
-    "mrr": mrr_at_k,
-    "recall": recall_at_k,
-    "map": average_precision_at_k,
-    "precision": precision_at_k,
-}
+    return _ap_from_grades(_grades(ranked_ids, qrels, k), k, len(_ideal_gains(qrels)))
 
 
 def _metric_keys(k_values: Iterable[int]) -> list[tuple[str, int]]:
@@ -204,6 +216,26 @@ def _metric_keys(k_values: Iterable[int]) -> list[tuple[str, int]]:
         keys.extend((name, k) for name in _METRIC_NAMES if (name, k) not in keys)
     keys.extend(pair for pair in _HEADLINE_METRICS if pair not in keys)
     return keys
+
+
+def _query_metrics(
+    grades: Sequence[int], ideal: Sequence[int], keys: Sequence[tuple[str, int]]
+) -> dict[str, float]:
+    n_rel = len(ideal)
+    values: dict[str, float] = {}
+    for name, k in keys:
+        if name == "ndcg":
+            value = _ndcg_from_grades(grades, ideal, k)
+        elif name == "mrr":
+            value = _mrr_from_grades(grades, k)
+        elif name == "recall":
+            value = _recall_from_grades(grades, k, n_rel)
+        elif name == "map":
+            value = _ap_from_grades(grades, k, n_rel)
+        else:
+            value = _precision_from_grades(grades, k)
+        values[f"{name}@{k}"] = value
+    return values
 
 
 def evaluate_retrieval(
@@ -233,12 +265,15 @@ def evaluate_retrieval(
     value}} for the same queries.
     """
     keys = _metric_keys(k_values)
+    max_k = max(k for _, k in keys)
     per_q: dict[str, dict[str, float]] = {}
     for qid, judged in qrels.items():
-        if _n_relevant(judged) == 0:
+        ideal = _ideal_gains(judged)
+        if not ideal:
             continue
         ranked = rank_run(run.get(qid, {}))
-        per_q[qid] = {f"{name}@{k}": _METRIC_FUNCTIONS[name](ranked, judged, k) for name, k in keys}
+        grades = [judged.get(doc_id, 0) for doc_id in ranked[:max_k]]
+        per_q[qid] = _query_metrics(grades, ideal, keys)
     n = len(per_q)
     result: dict[str, Any] = {}
     for name, k in keys:

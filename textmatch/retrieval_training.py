@@ -25,10 +25,11 @@ import random
 import sys
 import time
 import warnings
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 import torch
 
@@ -336,7 +337,7 @@ class RetrievalTrainer:
         return torch.optim.AdamW(groups)
 
     def _scheduler(self, optimizer: torch.optim.Optimizer, total: int) -> torch.optim.lr_scheduler.LambdaLR:
-        warmup = int(round(self.args.warmup_ratio * total))
+        warmup = round(self.args.warmup_ratio * total)
 
         def factor(step: int) -> float:  # linear warm-up, then linear decay to 0
             if step < warmup:
@@ -388,6 +389,7 @@ class RetrievalTrainer:
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     grad_norm = torch.nn.utils.clip_grad_norm_(params, args.max_grad_norm)
+                    learning_rate = optimizer.param_groups[0]["lr"]  # the rate this step used
                     optimizer.step()
                     scheduler.step()
 
@@ -402,7 +404,7 @@ class RetrievalTrainer:
                         "loss": round(loss_value, 6),
                         "accuracy": round(acc, 6),
                         "support_size": len(doc_ids),
-                        "learning_rate": scheduler.get_last_lr()[0],
+                        "learning_rate": learning_rate,
                         "grad_norm": round(float(grad_norm), 6),
                         "temperature": round(float(model.temperature.detach()), 6),
                     }

@@ -1,0 +1,269 @@
+"""Retrieval benchmark: SciFact and Cranfield (BEIR layout in ../shared/data), textmatch's own
+index and search, side by side with BM25 (bm25s) in the same run.
+
+    HF_HUB_OFFLINE=1 python scripts/bench_retrieval.py                 # full run
+    HF_HUB_OFFLINE=1 python scripts/bench_retrieval.py --quick --output-dir /tmp/r
+
+For each dataset: BM25, frozen dense (all-MiniLM-L6-v2, mean pooling, title + text passages),
+hybrid (reciprocal-rank fusion and weighted min-max fusion), and on SciFact, which has train
+qrels, the model fine-tuned with the matching loss (in-batch + BM25 hard negatives) alone and
+fused with BM25. Cranfield has no train qrels, so it gets no fine-tuned row. Metrics: nDCG@10
+(graded gains), MRR@10, Recall@100, MAP@100 on the test qrels. Then, on the SciFact passage
+embeddings, each vector-index backend's build time, single-query search latency p50/p95 and
+memory. Writes results/retrieval.json and results/retrieval.md (command, machine, date).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data"
+MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def machine() -> dict:
+    info = {"cores": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                info["cpu"] = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import faiss
+    import torch
+    import transformers
+
+    info.update({"torch": torch.__version__, "transformers": transformers.__version__, "faiss": faiss.__version__})
+    return info
+
+
+def rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def evaluate(retriever, data, mode: str, fusion: str = "rrf", dense_weight: float = 0.5) -> dict:
+    from textmatch.evaluation import evaluate_retrieval
+
+    qids = [str(q) for q in data.queries["_id"][:]]
+    texts = [str(t) for t in data.queries["text"][:]]
+    start = time.perf_counter()
+    hits = retriever.search(texts, top_k=100, mode=mode, fusion=fusion, dense_weight=dense_weight)
+    seconds = time.perf_counter() - start
+    metrics = evaluate_retrieval({q: dict(h) for q, h in zip(qids, hits)}, data.qrels)
+    out = {k: round(100 * metrics[k], 2) for k in ("ndcg@10", "mrr@10", "recall@100", "map@100")}
+    out.update({"n_queries": metrics["n_queries"], "search_seconds": round(seconds, 2)})
+    return out
+
+
+def finetune(model, folder: Path, args) -> dict:
+    from textmatch.bm25 import BM25Index, mine_hard_negatives
+    from textmatch.data import load_beir
+    from textmatch.retrieval_training import RetrievalTrainer, RetrievalTrainingArguments
+
+    train = load_beir(folder, split="train")
+    corpus = {str(d["_id"]): f"{d['title']} {d['text']}".strip() for d in train.corpus}
+    queries = {str(q["_id"]): str(q["text"]) for q in train.queries}
+    start = time.perf_counter()
+    bm25 = BM25Index().build(list(corpus.values()), list(corpus))
+    negatives = mine_hard_negatives(bm25, queries, train.qrels, n=args.hard_negatives) if args.hard_negatives else None
+    mining = time.perf_counter() - start
+    targs = RetrievalTrainingArguments(num_epochs=args.epochs, max_steps=args.max_steps, batch_size=args.train_batch,
+                                       learning_rate=args.lr, hard_negatives=args.hard_negatives, seed=42,
+                                       show_progress_bar=False)
+    result = RetrievalTrainer(model, targs, queries, corpus, train.qrels, hard_negatives=negatives).train()
+    return {"steps": result.global_step, "train_seconds": round(result.train_runtime, 1),
+            "mining_seconds": round(mining, 1), "training_loss": round(result.training_loss, 4),
+            "arguments": targs.to_dict(), "n_train_queries": len(train.qrels)}
+
+
+def index_backends(embeddings: np.ndarray, queries: np.ndarray, kinds: list[str]) -> dict:
+    """Build each vector index on the same passage embeddings, time one-query searches."""
+    from textmatch.index import make_index
+
+    ids = [str(i) for i in range(len(embeddings))]
+    exact = make_index("exact", embeddings.shape[1])
+    exact.add(embeddings, ids)
+    truth = [set(r) for r in exact.search(queries, 10)[1]]
+    out = {}
+    for kind in kinds:
+        before = rss_mb()
+        start = time.perf_counter()
+        index = make_index(kind, embeddings.shape[1], n_expected=len(embeddings))
+        index.add(embeddings, ids)
+        build = time.perf_counter() - start
+        latencies = []
+        found = []
+        for q in queries:
+            t = time.perf_counter()
+            _, got = index.search(q[None, :], 10)
+            latencies.append(1000 * (time.perf_counter() - t))
+            found.append(got[0])
+        recall = float(np.mean([len(truth[i] & set(found[i])) / 10 for i in range(len(queries))]))
+        with tempfile.TemporaryDirectory() as tmp:
+            index.save(Path(tmp))
+            disk = sum(p.stat().st_size for p in Path(tmp).rglob("*") if p.is_file()) / 2**20
+        out[kind] = {"build_seconds": round(build, 3), "p50_ms": round(float(np.percentile(latencies, 50)), 3),
+                     "p95_ms": round(float(np.percentile(latencies, 95)), 3), "recall@10_vs_exact": round(recall, 4),
+                     "peak_rss_growth_mb": round(rss_mb() - before, 1), "disk_mb": round(disk, 1)}
+    return out
+
+
+def run_dataset(name: str, args, results: dict) -> None:
+    from textmatch import MatchingNetwork
+    from textmatch.data import load_beir
+    from textmatch.retrieval import IndexConfig, Retriever
+
+    folder = DATA / name
+    data = load_beir(folder, split="test")
+    if args.quick:
+        keep = [str(q) for q in data.queries["_id"][:]][: args.quick_queries]
+        data.queries = data.queries.select(range(len(keep)))
+        data.qrels = {q: data.qrels[q] for q in keep}
+    rows = {}
+    tmp = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
+    corpus = data.corpus if not args.quick else data.corpus.select(range(min(len(data.corpus), args.quick_docs)))
+
+    model = MatchingNetwork.from_pretrained(MODEL)
+    start = time.perf_counter()
+    retriever = Retriever.build(model, corpus, tmp / "frozen", IndexConfig(backend="exact"), show_progress_bar=False)
+    build = time.perf_counter() - start
+    results.setdefault("index_build", {})[name] = {
+        "seconds": round(build, 1), "documents": retriever.meta["n_documents"], "passages": retriever.meta["n_passages"]}
+    rows["BM25 (bm25s, k1 0.9, b 0.4)"] = evaluate(retriever, data, "bm25")
+    rows["dense, frozen"] = evaluate(retriever, data, "dense")
+    rows["hybrid RRF, frozen"] = evaluate(retriever, data, "hybrid", "rrf")
+    rows["hybrid weighted 0.5, frozen"] = evaluate(retriever, data, "hybrid", "weighted", 0.5)
+    if name == "scifact":
+        qtexts = [str(t) for t in data.queries["text"][:]]
+        qemb = model.encode(qtexts, role="query").astype(np.float32)
+        kinds = ["exact", "flat", "hnsw"] + ([] if args.quick else ["ivfpq"])
+        results["index_backends"] = index_backends(np.asarray(retriever.vectors.vectors), qemb, kinds)
+        results["index_backends_note"] = (
+            f"{len(qemb)} SciFact test queries, one at a time, top 10, over {retriever.meta['n_passages']} "
+            "passage embeddings of the frozen model")
+        if not args.no_finetune:
+            info = finetune(model, folder, args)
+            results["finetune"] = info
+            tuned = Retriever.build(model, corpus, tmp / "tuned", IndexConfig(backend="exact"), show_progress_bar=False)
+            rows["dense, fine-tuned (matching loss)"] = evaluate(tuned, data, "dense")
+            rows["hybrid RRF, fine-tuned"] = evaluate(tuned, data, "hybrid", "rrf")
+            rows["hybrid weighted 0.5, fine-tuned"] = evaluate(tuned, data, "hybrid", "weighted", 0.5)
+    results.setdefault("datasets", {})[name] = rows
+
+
+def write_outputs(results: dict, out_dir: Path) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir / "retrieval.json.tmp"
+    tmp.write_text(json.dumps(results, indent=2) + "\n")
+    os.replace(tmp, out_dir / "retrieval.json")
+    lines = [
+        "# Retrieval benchmark", "",
+        f"Command: `{results['command']}`  ",
+        f"Date: {results['date']}  ",
+        f"Machine: {results['machine'].get('cores')} cores, {results['machine'].get('cpu', '?')}, "
+        f"torch {results['machine']['torch']}, faiss {results['machine']['faiss']}", "",
+        f"Model: {MODEL} (mean pooling, L2-normalised), passages of at most 256 tokens with 32 overlapping, "
+        "title prepended; a document scores its best passage. Test qrels. Numbers in %.", "",
+    ]
+    for name, rows in results.get("datasets", {}).items():
+        lines += [f"## {name}", "", "| method | nDCG@10 | MRR@10 | Recall@100 | MAP@100 | queries | search s |",
+                  "|---|---|---|---|---|---|---|"]
+        for method, m in rows.items():
+            lines.append(f"| {method} | {m['ndcg@10']} | {m['mrr@10']} | {m['recall@100']} | {m['map@100']} | "
+                         f"{m['n_queries']} | {m['search_seconds']} |")
+        build = results.get("index_build", {}).get(name)
+        if build:
+            lines += ["", f"Index build (frozen model, torch, exact + BM25): {build['seconds']} s for "
+                          f"{build['documents']} documents / {build['passages']} passages."]
+        if name == "cranfield":
+            lines += ["", "Cranfield has no training qrels, so there is no fine-tuned row."]
+        lines.append("")
+    if "finetune" in results:
+        f = results["finetune"]
+        lines += ["## Fine-tuning (SciFact train qrels)", "",
+                  f"{f['steps']} steps over {f['n_train_queries']} queries in {f['train_seconds']} s "
+                  f"(BM25 mining {f['mining_seconds']} s), mean loss {f['training_loss']}; arguments: "
+                  f"`{json.dumps(f['arguments'])}`", ""]
+    if "index_backends" in results:
+        lines += ["## Vector index backends (SciFact passages)", "", results["index_backends_note"], "",
+                  "| backend | build s | p50 ms | p95 ms | recall@10 vs exact | peak RSS growth MB | disk MB |",
+                  "|---|---|---|---|---|---|---|"]
+        for kind, b in results["index_backends"].items():
+            lines.append(f"| {kind} | {b['build_seconds']} | {b['p50_ms']} | {b['p95_ms']} | "
+                         f"{b['recall@10_vs_exact']} | {b['peak_rss_growth_mb']} | {b['disk_mb']} |")
+        lines += ["", "Scale (100k and 1M random vectors): see `results/index_scale.md`.", ""]
+    if "targets" in results:
+        lines += ["## Targets", ""]
+        for t in results["targets"]:
+            lines.append(f"- {t}")
+        lines.append("")
+    tmp = out_dir / "retrieval.md.tmp"
+    tmp.write_text("\n".join(lines))
+    os.replace(tmp, out_dir / "retrieval.md")
+
+
+def targets(results: dict) -> list[str]:
+    out = []
+    sci = results.get("datasets", {}).get("scifact", {})
+    best_sci = max((m["ndcg@10"], k) for k, m in sci.items()) if sci else None
+    if best_sci:
+        out.append(f"SciFact nDCG@10 >= 73: {'met' if best_sci[0] >= 73 else 'not met'} "
+                   f"(best {best_sci[0]}, {best_sci[1]})")
+    cran = results.get("datasets", {}).get("cranfield", {})
+    best_cran = max((m["ndcg@10"], k) for k, m in cran.items()) if cran else None
+    if best_cran:
+        out.append(f"Cranfield nDCG@10 >= 42: {'met' if best_cran[0] >= 42 else 'not met'} "
+                   f"(best {best_cran[0]}, {best_cran[1]})")
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a few hundred documents and 20 queries, no ivfpq")
+    parser.add_argument("--quick-docs", type=int, default=400)
+    parser.add_argument("--quick-queries", type=int, default=20)
+    parser.add_argument("--datasets", nargs="+", default=["scifact", "cranfield"])
+    parser.add_argument("--no-finetune", action="store_true")
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--max-steps", type=int, default=None)
+    parser.add_argument("--train-batch", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=2e-5)
+    parser.add_argument("--hard-negatives", type=int, default=1)
+    parser.add_argument("--output-dir", default=str(REPO / "results"))
+    args = parser.parse_args()
+    if args.quick and args.max_steps is None:
+        args.max_steps = 3
+    if not DATA.is_dir():
+        print(f"bench_retrieval: {DATA} is missing (the benchmark data)", file=sys.stderr)
+        return 2
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    date = subprocess.run(["date", "-u", "+%Y-%m-%d %H:%M UTC"], capture_output=True, text=True).stdout.strip()
+    results = {"command": "python scripts/bench_retrieval.py " + " ".join(sys.argv[1:]), "date": date,
+               "machine": machine(), "quick": args.quick}
+    start = time.perf_counter()
+    for name in args.datasets:
+        run_dataset(name, args, results)
+        print(f"{name}: done at {time.perf_counter() - start:.0f} s", file=sys.stderr)
+    results["total_seconds"] = round(time.perf_counter() - start, 1)
+    results["peak_rss_mb"] = round(rss_mb(), 1)
+    results["targets"] = targets(results)
+    write_outputs(results, Path(args.output_dir))
+    print(json.dumps({k: v for k, v in results.items() if k in ("datasets", "targets")}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
