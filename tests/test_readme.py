@@ -3,8 +3,10 @@ snippets and command-line examples run (with fewer training episodes, to stay fa
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -106,6 +108,20 @@ def test_cli_examples_run(tmp_path):
     assert outputs[3].startswith("accuracy ")
 
 
+def test_retrieval_examples_run(tmp_path):
+    lines = [ln for ln in _block_after("<!-- retrieval-examples", "bash").splitlines() if ln.startswith("textmatch ")]
+    assert len(lines) == 3
+    cwd = _copy_data(tmp_path)
+    outputs = []
+    for cmd in lines:
+        result = subprocess.run(cmd, shell=True, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, f"{cmd}\n{result.stderr}"
+        outputs.append(result.stdout)
+    assert outputs[1].splitlines()[1].split("\t")[2] == "sharing.md"
+    hits = json.loads(outputs[2])["results"][0]["hits"]
+    assert hits[0]["id"] == "speed.md"
+
+
 def _copy_data(tmp_path: Path) -> Path:
     """A working folder with the demo data at data/ (the snippets use relative paths)."""
     data = tmp_path / "data"
@@ -113,4 +129,5 @@ def _copy_data(tmp_path: Path) -> Path:
         data.mkdir()
         for f in (REPO / "data").glob("*.csv"):
             (data / f.name).write_bytes(f.read_bytes())
+        shutil.copytree(REPO / "data" / "docs", data / "docs")
     return tmp_path

@@ -19,6 +19,7 @@ from .errors import TextMatchError
 from .hub import DEFAULT_MODEL
 from .model_card import ModelCardData, generate_model_card
 from .modeling import MatchingNetwork, MatchingNetworkConfig
+from .retrieval import IndexConfig, Retriever
 from .sklearn import MatchingNetworkClassifier
 from .training import Trainer, TrainingArguments, TrainOutput
 
@@ -38,6 +39,8 @@ __all__ = [
     "EpisodeSampler",
     "MatchingNetwork",
     "MatchingNetworkClassifier",
+    "IndexConfig",
+    "Retriever",
     "MatchingNetworkConfig",
     "ModelCardData",
     "TextMatchError",
