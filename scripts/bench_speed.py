@@ -398,30 +398,44 @@ def run_profile(args: argparse.Namespace) -> dict[str, Any]:
         scaling[backend] = {str(k): {"sentences_per_s": median(v), "repeats": v} for k, v in runs.items()}
     out["thread_scaling_short"] = scaling
 
-    # where a single query's time goes (onnx-int8 and onnx, default threads)
+    # where a single query's time goes (onnx-int8 and onnx): tokenise, encoder forward, the
+    # matching layer (eq. 1 over the 770 cached supports, torch ops), the whole predict; with
+    # torch's default intra-op threads and with 1 (the matching layer's ops are tiny)
+    from textmatch import matching
+
     model.fit(inputs["support_texts"], inputs["support_labels"], batch_size=bs)
     breakdown = {}
     queries = inputs["queries"][:100]
+    n_classes = len(model.classes_)
     for backend in FAST:
         model.set_backend(backend, cache_dir=caches[backend])
-        model.predict(inputs["warm_queries"][:5])
         runner = model._runners[id(model.query_encoder)]
         enc = model.query_encoder
-        tok, fwd, total = [], [], []
-        with torch.inference_mode():
-            for q in queries:
-                t = time.perf_counter()
-                feats = enc.tokenize([q])
-                t1 = time.perf_counter()
-                runner(feats)
-                t2 = time.perf_counter()
-                model.predict([q])
-                t3 = time.perf_counter()
-                tok.append((t1 - t) * 1e3)
-                fwd.append((t2 - t1) * 1e3)
-                total.append((t3 - t2) * 1e3)
-        breakdown[backend] = {"tokenize_ms": median(tok), "forward_ms": median(fwd), "predict_ms": median(total),
-                              "other_ms": median(total) - median(tok) - median(fwd), "n": len(queries)}
+        for torch_threads in sorted({default_threads, 1}, reverse=True):
+            torch.set_num_threads(torch_threads)
+            model.predict(inputs["warm_queries"][:5])
+            tok, fwd, match, total = [], [], [], []
+            with torch.inference_mode():
+                for q in queries:
+                    t = time.perf_counter()
+                    feats = enc.tokenize([q])
+                    t1 = time.perf_counter()
+                    f = runner(feats)
+                    t2 = time.perf_counter()
+                    model.log_probs(f, model._support_emb, model._support_label_ids, n_classes).exp()
+                    matching.similarity(f, model._support_emb, model.config.metric).max(dim=-1)
+                    t3 = time.perf_counter()
+                    model.predict([q])
+                    t4 = time.perf_counter()
+                    tok.append((t1 - t) * 1e3)
+                    fwd.append((t2 - t1) * 1e3)
+                    match.append((t3 - t2) * 1e3)
+                    total.append((t4 - t3) * 1e3)
+            key = backend if torch_threads == default_threads else f"{backend}, torch threads 1"
+            breakdown[key] = {"tokenize_ms": median(tok), "forward_ms": median(fwd), "matching_ms": median(match),
+                              "predict_ms": median(total), "predict_p99_ms": percentile(total, 99),
+                              "torch_threads": torch_threads, "n": len(queries)}
+        torch.set_num_threads(default_threads)
     out["single_query_breakdown_ms"] = breakdown
     out["peak_rss_mb"] = peak_rss_mb()
     return out
@@ -983,9 +997,9 @@ def render_markdown(res: dict[str, Any]) -> str:
             add(f"- Threads ({b}, short): {one:.0f} sentences/s on 1 thread, {many:.0f} on {keys[-1]} "
                 f"({many / one:.2f}x).")
     for b, x in prof["single_query_breakdown_ms"].items():
-        add(f"- One query ({b}): tokenise {x['tokenize_ms']:.2f} ms, encoder forward {x['forward_ms']:.2f} ms, "
-            f"whole predict {x['predict_ms']:.2f} ms (so {x['other_ms']:.2f} ms of Python, matching over 770 "
-            "supports and the rest).")
+        add(f"- One query ({b}; medians of {x['n']}): tokenise {x['tokenize_ms']:.2f} ms, encoder forward "
+            f"{x['forward_ms']:.2f} ms, matching layer over the 770 supports (torch, {x['torch_threads']} threads) "
+            f"{x['matching_ms']:.2f} ms; whole `predict([q])` {x['predict_ms']:.2f} ms (p99 {x['predict_p99_ms']:.2f}).")
     for e in FAST:
         p = eng[e]["ratio_vs_st_paired_rounds"]
         add(f"- {e} vs ST ratio computed within each round: short {', '.join(f'{r:.2f}' for r in p['short']['rounds'])}; "

@@ -20,6 +20,7 @@ from .hub import DEFAULT_MODEL
 from .model_card import ModelCardData, generate_model_card
 from .modeling import MatchingNetwork, MatchingNetworkConfig
 from .retrieval import IndexConfig, Retriever
+from .retrieval_training import RetrievalTrainer, RetrievalTrainingArguments
 from .sklearn import MatchingNetworkClassifier
 from .training import Trainer, TrainingArguments, TrainOutput
 
@@ -41,6 +42,8 @@ __all__ = [
     "MatchingNetworkClassifier",
     "IndexConfig",
     "Retriever",
+    "RetrievalTrainer",
+    "RetrievalTrainingArguments",
     "MatchingNetworkConfig",
     "ModelCardData",
     "TextMatchError",

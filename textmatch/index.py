@@ -54,8 +54,9 @@ INDEX_KINDS = ("exact", "flat", "hnsw", "ivfpq", "auto")
 FAISS_KINDS = ("flat", "hnsw", "ivfpq")
 INDEX_FORMAT = 1
 
-# "auto" picks ExactIndex below this many vectors and HNSW from it on. TODO(measure)
-AUTO_FAISS_THRESHOLD = 20_000
+# "auto" picks ExactIndex below this many vectors and HNSW from it on. Set from the measured
+# crossover (scripts/bench_index.py, results/index_scale.md "Crossover"): TODO(numbers)
+AUTO_FAISS_THRESHOLD = 15_000
 
 _EXACT_OPTIONS = ("chunk_size",)
 _FAISS_OPTIONS = ("hnsw_m", "ef_construction", "ef_search", "nlist", "nprobe", "pq_m", "pq_bits", "train_size")
@@ -528,6 +529,9 @@ class FaissIndex(VectorIndex):
         # the sizes are checked (and warned about) above instead
         index.cp.min_points_per_centroid = 1
         index.pq.cp.min_points_per_centroid = 1
+        # each sub-quantiser has 2**pq_bits centroids in dim / pq_m (~8) dimensions: 64 points
+        # a centroid train them well, and faiss's default (256) makes PQ training 4x slower
+        index.pq.cp.max_points_per_centroid = 64
         index.train(train)
         index.nprobe = self.nprobe
         self._quantizer = quantizer  # keep the python object alive with the index

@@ -483,10 +483,12 @@ def _training_section(model: "MatchingNetwork") -> str:
     if not data.training_args and not data.train_dataset_name:
         return ""
     parts = ["## Training", ""]
-    if data.train_dataset_name:
-        parts += [f"The encoder was fine-tuned with episodic training on {_md(data.train_dataset_name)}.", ""]
+    if (data.training_args or {}).get("objective") == "retrieval":
+        how = "for retrieval, with the matching loss on (query, relevant document) pairs against in-batch and hard negatives"
     else:
-        parts += ["The encoder was fine-tuned with episodic training (N-way K-shot episodes).", ""]
+        how = "with episodic training (N-way K-shot episodes)"
+    where = f" on {_md(data.train_dataset_name)}" if data.train_dataset_name else ""
+    parts += [f"The encoder was fine-tuned {how}{where}.", ""]
     if data.training_args:
         parts += ["### Training arguments", "", _table(["Argument", "Value"], [[_code_name(k), v] for k, v in data.training_args.items()]), ""]
     return "\n".join(parts) + "\n"

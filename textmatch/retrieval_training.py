@@ -39,7 +39,7 @@ from .encoders import Encoder
 from .errors import TextMatchError
 from .model_card import EXCLUDED_TRAINING_ARGS
 from .modeling import MatchingNetwork
-from .training import TrainOutput, resolve_device, set_seed
+from .training import TrainOutput, linear_warmup_decay, make_optimizer, resolve_device, set_seed
 
 
 @dataclass
@@ -321,31 +321,6 @@ class RetrievalTrainer:
         return matching.matching_nll(logits.log_softmax(dim=-1), targets)
 
     # -- training ---------------------------------------------------------------------------
-    def _optimizer(self) -> torch.optim.Optimizer:
-        encoders = {id(e): e for e in (self.model.query_encoder, self.model.support_encoder)}.values()
-        encoder_params = {id(p): p for enc in encoders for p in enc.parameters() if p.requires_grad}
-        groups: list[dict[str, Any]] = []
-        decay = [p for p in encoder_params.values() if p.ndim >= 2]
-        no_decay = [p for p in encoder_params.values() if p.ndim < 2]
-        for params, wd in ((decay, self.args.weight_decay), (no_decay, 0.0)):
-            if params:
-                groups.append({"params": params, "lr": self.args.learning_rate, "weight_decay": wd})
-        if self.model.log_temperature.requires_grad:
-            groups.append({"params": [self.model.log_temperature], "lr": self.args.head_learning_rate, "weight_decay": 0.0})
-        if not groups:
-            raise TextMatchError("the model has no trainable encoder parameters (all have requires_grad=False)")
-        return torch.optim.AdamW(groups)
-
-    def _scheduler(self, optimizer: torch.optim.Optimizer, total: int) -> torch.optim.lr_scheduler.LambdaLR:
-        warmup = round(self.args.warmup_ratio * total)
-
-        def factor(step: int) -> float:  # linear warm-up, then linear decay to 0
-            if step < warmup:
-                return (step + 1) / max(1, warmup)
-            return max(0.0, (total - step) / max(1, total - warmup))
-
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
     def _record_model_card(self) -> None:
         card = self.model.model_card_data
         training_args = {k: v for k, v in self.args.to_dict().items() if k not in EXCLUDED_TRAINING_ARGS}
@@ -360,10 +335,10 @@ class RetrievalTrainer:
         device = resolve_device(args.device)
         model.to(device)
         model.train()
-        optimizer = self._optimizer()
+        optimizer = make_optimizer(self.model, self.args.learning_rate, self.args.head_learning_rate, self.args.weight_decay)
         params = [p for group in optimizer.param_groups for p in group["params"]]
         total = self.total_steps
-        scheduler = self._scheduler(optimizer, total)
+        scheduler = linear_warmup_decay(optimizer, total, self.args.warmup_ratio)
         self.log_history = []
         self._record_model_card()
         log_file = None

@@ -132,6 +132,39 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def make_optimizer(model: MatchingNetwork, learning_rate: float, head_learning_rate: float, weight_decay: float) -> torch.optim.Optimizer:
+    """AdamW: encoder weights at `learning_rate`, the rest (FCE LSTMs, a learned temperature) at
+    `head_learning_rate`; weight decay on matrices only, not on biases, norms or scalars."""
+    encoder_ids = {id(p) for enc in (model.query_encoder, model.support_encoder) for p in enc.parameters()}
+    groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
+    for p in model.parameters():
+        if p.requires_grad:
+            groups.setdefault((id(p) in encoder_ids, p.ndim >= 2), []).append(p)
+    if not groups:
+        raise TextMatchError("the model has no trainable parameters (all have requires_grad=False)")
+    return torch.optim.AdamW([
+        {
+            "params": params,
+            "lr": learning_rate if is_encoder else head_learning_rate,
+            "weight_decay": weight_decay if decays else 0.0,
+        }
+        for (is_encoder, decays), params in groups.items()
+    ])
+
+
+def linear_warmup_decay(optimizer: torch.optim.Optimizer, total_steps: int, warmup_ratio: float) -> torch.optim.lr_scheduler.LambdaLR:
+    """Learning-rate factor rising linearly over the first `warmup_ratio` of the steps, then
+    falling linearly to 0 at `total_steps`."""
+    warmup = int(round(warmup_ratio * total_steps))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / max(1, warmup)
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
 class Trainer:
     """Episodic trainer, named and shaped like setfit's / transformers' Trainer.
 
@@ -190,35 +223,6 @@ class Trainer:
         return {"eval_accuracy": float(acc.mean()), "eval_accuracy_ci95": float(ci), "eval_loss": float(np.mean(losses))}
 
     # -- training ---------------------------------------------------------------------------
-    def _optimizer(self) -> torch.optim.Optimizer:
-        encoder_ids = {id(p) for enc in (self.model.query_encoder, self.model.support_encoder) for p in enc.parameters()}
-        groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
-        for p in self.model.parameters():
-            if not p.requires_grad:
-                continue
-            key = (id(p) in encoder_ids, p.ndim >= 2)
-            groups.setdefault(key, []).append(p)
-        param_groups = [
-            {
-                "params": params,
-                "lr": self.args.learning_rate if is_encoder else self.args.head_learning_rate,
-                "weight_decay": self.args.weight_decay if decays else 0.0,
-            }
-            for (is_encoder, decays), params in groups.items()
-        ]
-        return torch.optim.AdamW(param_groups)
-
-    def _scheduler(self, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LambdaLR:
-        total = self.args.num_episodes
-        warmup = int(round(self.args.warmup_ratio * total))
-
-        def factor(step: int) -> float:  # linear warm-up, then linear decay to 0
-            if step < warmup:
-                return (step + 1) / max(1, warmup)
-            return max(0.0, (total - step) / max(1, total - warmup))
-
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
     def _record_model_card(self) -> None:
         """Training arguments (n_way / k_shot / q_query as used) and the dataset name go on the
         model card; evaluation results of the weights before training no longer hold."""
@@ -238,8 +242,8 @@ class Trainer:
         self._record_model_card()
         self.model.to(device)
         self.model.train()
-        optimizer = self._optimizer()
-        scheduler = self._scheduler(optimizer)
+        optimizer = make_optimizer(self.model, args.learning_rate, args.head_learning_rate, args.weight_decay)
+        scheduler = linear_warmup_decay(optimizer, args.num_episodes, args.warmup_ratio)
         log_file = None
         if args.output_dir:
             Path(args.output_dir).mkdir(parents=True, exist_ok=True)
