@@ -341,7 +341,7 @@ def test_training_args_after_train(bilstm_model, synthetic, tmp_path):
     card = generate_model_card(bilstm_model)
     assert front_matter(card)["datasets"] == ["org/synthetic"]
     training = section(card, "Training")
-    assert re.search(rr"episodic training \(N-way K-shot episodes\) on org/synthetic", training)
+    assert re.search(r"episodic training \(N-way K-shot episodes\) on org/synthetic", training)
     rows = table(training)
     assert rows[0] == ["Argument", "Value"]
     shown = dict(rows[1:])
