@@ -136,7 +136,7 @@ def run_dataset(name: str, args, results: dict) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
     corpus = data.corpus if not args.quick else data.corpus.select(range(min(len(data.corpus), args.quick_docs)))
 
-    model = MatchingNetwork.from_pretrained(MODEL)
+    model = MatchingNetwork.from_pretrained(MODEL, backend=args.backend)  # training always runs in torch
     start = time.perf_counter()
     retriever = Retriever.build(model, corpus, tmp / "frozen", IndexConfig(backend="exact"), show_progress_bar=False)
     build = time.perf_counter() - start
@@ -175,7 +175,7 @@ def write_outputs(results: dict, out_dir: Path) -> None:
         f"Date: {results['date']}  ",
         f"Machine: {results['machine'].get('cores')} cores, {results['machine'].get('cpu', '?')}, "
         f"torch {results['machine']['torch']}, faiss {results['machine']['faiss']}", "",
-        f"Model: {MODEL} (mean pooling, L2-normalised), passages of at most 256 tokens with 32 overlapping, "
+        f"Model: {MODEL} (mean pooling, L2-normalised; inference backend {results['backend']}), passages of at most 256 tokens with 32 overlapping, "
         "title prepended; a document scores its best passage. Test qrels. Numbers in %.", "",
     ]
     for name, rows in results.get("datasets", {}).items():
@@ -186,7 +186,7 @@ def write_outputs(results: dict, out_dir: Path) -> None:
                          f"{m['n_queries']} | {m['search_seconds']} |")
         build = results.get("index_build", {}).get(name)
         if build:
-            lines += ["", f"Index build (frozen model, torch, exact + BM25): {build['seconds']} s for "
+            lines += ["", f"Index build (frozen model, {results['backend']} backend, exact + BM25): {build['seconds']} s for "
                           f"{build['documents']} documents / {build['passages']} passages."]
         if name == "cranfield":
             lines += ["", "Cranfield has no training qrels, so there is no fine-tuned row."]
@@ -242,6 +242,8 @@ def main() -> int:
     parser.add_argument("--train-batch", type=int, default=16)
     parser.add_argument("--lr", type=float, default=2e-5)
     parser.add_argument("--hard-negatives", type=int, default=1)
+    parser.add_argument("--backend", default="onnx", choices=["torch", "onnx", "onnx-int8"],
+                        help="inference backend for encoding (default onnx: fp32, same embeddings as torch to ~1e-6)")
     parser.add_argument("--output-dir", default=str(REPO / "results"))
     args = parser.parse_args()
     if args.quick and args.max_steps is None:
@@ -252,7 +254,7 @@ def main() -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     date = subprocess.run(["date", "-u", "+%Y-%m-%d %H:%M UTC"], capture_output=True, text=True).stdout.strip()
     results = {"command": "python scripts/bench_retrieval.py " + " ".join(sys.argv[1:]), "date": date,
-               "machine": machine(), "quick": args.quick}
+               "machine": machine(), "quick": args.quick, "backend": args.backend}
     start = time.perf_counter()
     for name in args.datasets:
         run_dataset(name, args, results)

@@ -655,13 +655,21 @@ def orchestrate(args: argparse.Namespace) -> None:
 
         # 1-4: rounds in which the engines take turns
         runs: dict[str, list[dict[str, Any]]] = {e: [] for e in ENGINES}
+        round_times: list[float] = []
         for r in range(args.rounds):
+            elapsed = time.perf_counter() - started
+            if r > 0 and elapsed + max(round_times) + 90 > 60 * args.time_budget_min:
+                print(f"stopping after {r} rounds: another would pass the {args.time_budget_min} min budget",
+                      file=sys.stderr, flush=True)
+                break
+            round_start = time.perf_counter()
             order = list(ENGINES[r % len(ENGINES):] + ENGINES[: r % len(ENGINES)])
             print(f"round {r + 1}/{args.rounds}: {', '.join(order)}", file=sys.stderr, flush=True)
             for engine in order:
                 env = {"TEXTMATCH_CACHE": str(caches.get(engine, tmp_path / "cache-unused"))}
                 extra = ["--round", str(r), "--work-dir", str(work)] + (["--accuracy"] if r == 0 else [])
                 runs[engine].append(child(args, engine, env, extra))
+            round_times.append(time.perf_counter() - round_start)
 
         print("profile:", file=sys.stderr, flush=True)
         profile = child(args, "profile", {"TEXTMATCH_CACHE": str(tmp_path / "cache-unused")},
@@ -683,9 +691,11 @@ def orchestrate(args: argparse.Namespace) -> None:
         "n_queries": args.queries,
         "n_support": 770,
         "accuracy_n": runs["torch"][0]["accuracy_n"],
-        "rounds": args.rounds,
+        "rounds": len(runs["torch"]),
+        "rounds_asked": args.rounds,
+        "round_wall_s": round_times,
         "repeats_per_round": args.repeats,
-        "repeats_total": args.rounds * args.repeats,
+        "repeats_total": len(runs["torch"]) * args.repeats,
         "statistic": "median over all repeats (each repeat in its own round; engines take turns in rotating order)",
         "warmup": "one batch (batch_size texts) per workload per process; 10 queries before the latency loop",
         "threads": {e: runs[e][0]["threads"] for e in ENGINES},
@@ -1037,6 +1047,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=None, help="rounds of engine subprocesses (default 3; quick 1)")
     p.add_argument("--repeats", type=int, default=1, help="timed repeats per round and workload (default 1)")
     p.add_argument("--child-timeout", type=int, default=1200, help="seconds allowed per subprocess")
+    p.add_argument("--time-budget-min", type=float, default=24.0,
+                   help="start no round that would end past this many minutes (default 24)")
     p.add_argument("--quiet-threshold", type=float, default=0.25,
                    help="before each subprocess, wait while other processes keep more than this fraction of the "
                         "CPUs busy (default 0.25)")
