@@ -150,8 +150,7 @@ def split_passages(title: str, text: str, tokenizer: Any, max_tokens: int = 256,
     encoded = tokenizer(body, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
     offsets = encoded["offset_mapping"]
     head_tokens = len(tokenizer(head, add_special_tokens=False)["input_ids"]) if head else 0
-    # 2 special tokens ([CLS], [SEP]) and 2 spare: re-tokenising a cut can add a token at a seam
-    room = max(8, max_tokens - 4 - head_tokens)
+    room = max(8, max_tokens - 2 - head_tokens)  # 2 special tokens ([CLS], [SEP])
     if len(offsets) <= room:
         return [head + body]
     passages = []
