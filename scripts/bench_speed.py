@@ -720,9 +720,18 @@ def orchestrate(args: argparse.Namespace) -> None:
         "quiet_gate": {"threshold_busy_fraction": args.quiet_threshold, "max_wait_s": args.quiet_max_wait,
                        "budget_s": args.quiet_budget, "log": args.gate.log},
     }
-    results = summarise(config, peak, shape, export, runs, profile, agreement)
-    results["config"]["loadavg_end"] = loadavg()
-    results["config"]["benchmark_wall_s"] = time.perf_counter() - started
+    config["loadavg_end"] = loadavg()
+    config["benchmark_wall_s"] = time.perf_counter() - started
+    raw = {"config": config, "peak": peak, "shape": shape, "export": export, "runs": runs, "profile": profile,
+           "agreement": agreement}
+    raw_path = Path(tempfile.gettempdir()) / "textmatch-bench-speed-raw.json"
+    raw_path.write_text(json.dumps(raw))  # measurements kept if summarising fails: --from-raw
+    write_outputs(args, raw)
+
+
+def write_outputs(args: argparse.Namespace, raw: dict[str, Any]) -> None:
+    results = summarise(raw["config"], raw["peak"], raw["shape"], raw["export"], raw["runs"], raw["profile"],
+                        raw["agreement"])
     out_dir = Path(args.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_atomic(out_dir / "speed.json", json.dumps(results, indent=2, allow_nan=False) + "\n")
@@ -1047,6 +1056,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=None, help="rounds of engine subprocesses (default 3; quick 1)")
     p.add_argument("--repeats", type=int, default=1, help="timed repeats per round and workload (default 1)")
     p.add_argument("--child-timeout", type=int, default=1200, help="seconds allowed per subprocess")
+    p.add_argument("--from-raw", default=None, help=argparse.SUPPRESS)  # re-summarise a run's raw measurements
     p.add_argument("--time-budget-min", type=float, default=24.0,
                    help="start no round that would end past this many minutes (default 24)")
     p.add_argument("--quiet-threshold", type=float, default=0.25,
@@ -1073,6 +1083,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.from_raw:
+        write_outputs(args, json.loads(Path(args.from_raw).read_text()))
+        return
     if args.only is None:
         if not (Path(args.data_dir) / "banking77" / "cpft" / "test.csv").is_file():
             raise SystemExit(f"no BANKING77 data under {args.data_dir}; pass --data-dir")
