@@ -724,8 +724,10 @@ def orchestrate(args: argparse.Namespace) -> None:
     config["benchmark_wall_s"] = time.perf_counter() - started
     raw = {"config": config, "peak": peak, "shape": shape, "export": export, "runs": runs, "profile": profile,
            "agreement": agreement}
-    raw_path = Path(tempfile.gettempdir()) / "textmatch-bench-speed-raw.json"
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    raw_path = Path(tempfile.gettempdir()) / f"textmatch-bench-speed-raw-{stamp}-{os.getpid()}.json"
     raw_path.write_text(json.dumps(raw))  # measurements kept if summarising fails: --from-raw
+    print(f"raw measurements: {raw_path}", file=sys.stderr, flush=True)
     write_outputs(args, raw)
 
 
@@ -988,7 +990,8 @@ def render_markdown(res: dict[str, Any]) -> str:
         add(f"| {e} | {s['useful_gflops']:.1f} ({s['executed_gflops']:.1f}) | {s['pct_of_fp32_peak']:.1f} | "
             f"{p['useful_gflops']:.1f} ({p['executed_gflops']:.1f}) | {p['pct_of_fp32_peak']:.1f} | "
             f"{s['pct_of_own_peak']:.1f} / {p['pct_of_own_peak']:.1f} ({s['own_peak']}) |")
-    add("")
+    add("\nonnx-int8 does its matmuls as int8 multiply-adds, counted here as FLOPs: it can pass 100 % of the fp32 "
+        "peak; its own peak is the int8 one. The peak uses the nominal clock, so fp32 shares are upper bounds.\n")
 
     add("## Export cost (`set_backend`)\n")
     add("| backend | first call, empty cache (s) | warm cache, same process (s) | warm cache, fresh process (s) | files (MB) | export peak RSS (MB) |")
@@ -1017,7 +1020,8 @@ def render_markdown(res: dict[str, Any]) -> str:
                 f"({many / one:.2f}x).")
     for b, x in prof["single_query_breakdown_ms"].items():
         add(f"- One query ({b}; medians of {x['n']}): tokenise {x['tokenize_ms']:.2f} ms, encoder forward "
-            f"{x['forward_ms']:.2f} ms, matching layer over the 770 supports (torch, {x['torch_threads']} threads) "
+            f"{x['forward_ms']:.2f} ms, matching layer over the 770 supports (torch ops, {x['torch_threads']} "
+            f"thread{'s' if x['torch_threads'] > 1 else ''}) "
             f"{x['matching_ms']:.2f} ms; whole `predict([q])` {x['predict_ms']:.2f} ms (p99 {x['predict_p99_ms']:.2f}).")
     for e in FAST:
         p = eng[e]["ratio_vs_st_paired_rounds"]
