@@ -66,9 +66,8 @@ def model_fingerprint(model: Any) -> str:
     """Identifies the weights of f' and g' (an index is only valid with the model that built it)."""
     from .backends import fingerprint
 
-    parts = {fingerprint(model.query_encoder)}
-    parts.add(fingerprint(model.support_encoder))
-    return "-".join(sorted(parts))
+    encoders = {id(e): e for e in (model.query_encoder, model.support_encoder)}.values()  # shared: hash once
+    return "-".join(sorted({fingerprint(e) for e in encoders}))
 
 
 class Retriever:
