@@ -16,6 +16,7 @@ from .data import (
 from .encoders import BiLSTMEncoder, Encoder, TransformerEncoder
 from .episodes import Episode, EpisodeSampler
 from .errors import TextMatchError
+from .fewshot import EpisodicResult, choose_threshold, evaluate_episodes, oos_report
 from .hub import DEFAULT_MODEL
 from .model_card import ModelCardData, generate_model_card
 from .modeling import MatchingNetwork, MatchingNetworkConfig
@@ -37,6 +38,10 @@ __all__ = [
     "BiLSTMEncoder",
     "Encoder",
     "Episode",
+    "EpisodicResult",
+    "choose_threshold",
+    "evaluate_episodes",
+    "oos_report",
     "EpisodeSampler",
     "MatchingNetwork",
     "MatchingNetworkClassifier",

@@ -110,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fce", action="store_true", help="add Full Context Embeddings (paper appendix A.2)")
     p.add_argument("--prototype", action="store_true", help="match against class means (prototypical variant)")
     p.add_argument("--eval-steps", type=int, default=None, help="validate every N episodes (default: 25)")
+    p.add_argument("--eval-episodes", type=int, default=None, help="validation episodes per evaluation (default: 50)")
     p.add_argument("--patience", type=int, default=None, help="stop after N validations without gain (default: 4)")
     p.add_argument("--seed", type=int, default=None, help="random seed (default: 42)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -384,7 +385,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     valid = _read_labelled(args.valid, args, "valid") if args.valid else None
     given = {
         "n_way": args.n_way, "k_shot": args.k_shot, "q_query": args.q_query, "num_episodes": args.episodes,
-        "learning_rate": args.lr, "eval_steps": args.eval_steps, "early_stopping_patience": args.patience,
+        "learning_rate": args.lr, "eval_steps": args.eval_steps, "eval_episodes": args.eval_episodes,
+        "early_stopping_patience": args.patience,
         "seed": args.seed,
     }
     training_args = TrainingArguments(

@@ -85,21 +85,29 @@ class EpisodeSampler:
         self.classes = list(by_class)
         self._indices = [np.asarray(by_class[c]) for c in self.classes]
 
-    def episode(self, index: int) -> Episode:
-        """The index-th episode; the same for the same (seed, index)."""
+    def episode_indices(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Row indices of the index-th episode: (support rows (n_way*k_shot,), query rows
+        (n_way*q_query,), chosen class positions (n_way,)), class-major; local label of a row
+        is its class's position in the third array. The same for the same (seed, index)."""
         rng = np.random.default_rng([self.seed, int(index)])
         chosen = rng.choice(len(self.classes), size=self.n_way, replace=False)
-        support_texts: list[str] = []
-        support_labels: list[int] = []
-        query_texts: list[str] = []
-        query_labels: list[int] = []
-        for local, c in enumerate(chosen):
+        support, query = [], []
+        for c in chosen:
             picked = rng.choice(self._indices[c], size=self.k_shot + self.q_query, replace=False)
-            support_texts += [self.texts[i] for i in picked[: self.k_shot]]
-            support_labels += [local] * self.k_shot
-            query_texts += [self.texts[i] for i in picked[self.k_shot :]]
-            query_labels += [local] * self.q_query
-        return Episode(support_texts, support_labels, query_texts, query_labels, [self.classes[c] for c in chosen])
+            support.append(picked[: self.k_shot])
+            query.append(picked[self.k_shot :])
+        return np.concatenate(support), np.concatenate(query), chosen
+
+    def episode(self, index: int) -> Episode:
+        """The index-th episode; the same for the same (seed, index)."""
+        support, query, chosen = self.episode_indices(index)
+        return Episode(
+            [self.texts[i] for i in support],
+            np.repeat(np.arange(self.n_way), self.k_shot).tolist(),
+            [self.texts[i] for i in query],
+            np.repeat(np.arange(self.n_way), self.q_query).tolist(),
+            [self.classes[c] for c in chosen],
+        )
 
     def episodes(self, n: int, start: int = 0) -> Iterator[Episode]:
         """Episodes start .. start + n - 1."""
