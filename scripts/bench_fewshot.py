@@ -182,6 +182,7 @@ def training_args(ctx: Context, seed: int, **overrides: Any) -> TrainingArgument
     kwargs: dict[str, Any] = {"seed": seed, "show_progress_bar": False}
     if ctx.args.episodes is not None:
         kwargs["num_episodes"] = ctx.args.episodes
+    kwargs.update(ctx.args.train_overrides)
     kwargs.update(overrides)
     return TrainingArguments(**kwargs)
 
@@ -269,13 +270,17 @@ def run_method(
 
 
 def other_heads(embs: dict[str, np.ndarray], s_emb: np.ndarray, labels: list[str], matching_out: dict[str, np.ndarray], classes: list[str]) -> dict[str, dict[str, np.ndarray]]:
-    """Class probabilities of other heads on the same fine-tuned embeddings (ablation):
-    prototypes, logistic regression, and the mean of matching and logistic regression."""
+    """Class probabilities of other heads on the same fine-tuned embeddings (ablation): eq. 1
+    with another temperature at prediction, prototypes, logistic regression, and the mean of
+    matching and logistic regression."""
     names = list(embs)
     _, proto = zip(*(matching_probs(embs[n], s_emb, labels, "prototype") for n in names))
     lr_classes, lr = logreg_probs(s_emb, labels, [embs[n] for n in names])
     assert lr_classes == classes
+    tau = {t: dict(zip(names, (matching_probs(embs[n], s_emb, labels, "none", t)[1] for n in names))) for t in (0.02, 0.1)}
     return {
+        "head=matching, tau 0.02 at prediction": tau[0.02],
+        "head=matching, tau 0.1 at prediction": tau[0.1],
         "head=prototype": dict(zip(names, proto)),
         "head=logreg": dict(zip(names, lr)),
         "head=matching+logreg": {n: (matching_out[n] + p) / 2 for n, p in zip(names, lr)},
@@ -415,20 +420,24 @@ def run_cell(ctx: Context, results: Results, section: str, dataset: str, k: int,
         except SkipMethod as exc:
             results.add({"section": section, "dataset": dataset, "k": k, "method": method, "seed": seed, "skipped": str(exc)})
             continue
-        record = {"section": section, "dataset": dataset, "k": k, "method": method, "seed": seed}
+        variant = ctx.args.variant
+        record = {"section": "ablation" if variant else section, "dataset": dataset, "k": k, "method": method, "seed": seed}
+        if variant:
+            record.update(variant=variant, note=f"{section} cell, training overrides {json.dumps(ctx.args.train_overrides)}")
         scored = {n: sp for n, sp in evals.items() if not n.startswith("oos_")}
         for name, split in scored.items():
             for metric, value in scores_from_probs(classes, probs[name], split.labels).items():
                 record[f"{name}_{metric}"] = value
         heads = info.pop("heads", {})
         results.add({**record, **info})
-        for variant, head_probs in heads.items():
-            ablation = {"section": "ablation", "dataset": dataset, "k": k, "method": method, "seed": seed, "variant": variant,
-                        "note": f"same fine-tuned encoder as the {section} row"}
+        for head, head_probs in heads.items():
+            ablation = {"section": "ablation", "dataset": dataset, "k": k, "method": method, "seed": seed,
+                        "variant": f"{variant}, {head}" if variant else head,
+                        "note": f"same fine-tuned encoder as the {record['section']} row", "train_s": info.get("train_s")}
             for name, split in scored.items():
                 ablation[f"{name}_accuracy"] = scores_from_probs(classes, head_probs[name], split.labels)["accuracy"]
             results.add(ablation)
-        if "oos_valid" in evals:
+        if "oos_valid" in evals and not variant:
             results.add(oos_record(method, classes, probs, evals["test"].labels, len(evals["oos_test"].texts), info))
 
 
@@ -535,6 +544,10 @@ def section_intent_matcher(ctx: Context, results: Results, datasets: list[str]) 
                "--valid", str(root / "cpft" / "valid.csv"), "--output", str(out),
                "--episodes", str(3 if ctx.args.quick else ctx.args.intent_episodes), "--eval-steps", str(1 if ctx.args.quick else 50),
                "--eval-episodes", str(2 if ctx.args.quick else 20), "--no-progress"]
+        if not ctx.args.quick:
+            # the shape the intent matchers in results/ were meta-trained with (16-way episodes
+            # of 5 + 5 texts, the default of textmatch train at the time)
+            cmd[-1:-1] = ["--n-way", "16", "--k-shot", "5", "--q-query", "5"]
         if ctx.args.quick:
             # the quick run meta-trains on a few classes only: a small file of the source's first classes
             qc = quick_classes(ctx.args, source)
@@ -575,6 +588,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--meta-episodes", type=int, default=100, help="episodic meta-training episodes per fold")
     p.add_argument("--intent-episodes", type=int, default=200, help="intent-matcher meta-training episodes")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--variant", default=None, help="name an ablation: the trained methods' records go to the ablation table under it")
+    p.add_argument("--train-overrides", default="{}", help='JSON of TrainingArguments fields for the trained methods, e.g. \'{"n_way": 64}\'')
     p.add_argument("--quick", action="store_true", help="a reduced run (8 classes, few episodes) in a few minutes")
     p.add_argument("--render-only", action="store_true", help="rewrite fewshot.md and the plot from fewshot.json")
     args = p.parse_args(argv)
@@ -584,6 +599,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.meta_episodes = 3
         args.episodes = args.episodes or 3
         args.k_values = args.k_values or "2,5"
+    args.train_overrides = json.loads(args.train_overrides)
     args.sections = [s for s in args.sections.split(",") if s]
     args.datasets = [d for d in args.datasets.split(",") if d]
     args.methods = [m for m in args.methods.split(",") if m]

@@ -290,12 +290,15 @@ def labels_with_counts(counts):
     "counts, expected",
     [
         ([30] * 6, (6, 5, 5)),
-        ([30] * 20, (16, 5, 5)),
+        ([30] * 20, (20, 3, 3)),
+        ([10] * 77, (64, 1, 1)),
+        ([5] * 150, (64, 1, 1)),
+        ([170] * 25, (25, 2, 3)),
         ([3] * 4, (4, 1, 2)),
         ([10, 7, 9], (3, 3, 4)),
         ([2, 50], (2, 1, 1)),
         ([11, 12], (2, 5, 5)),
-        ([8] * 17, (16, 4, 4)),
+        ([8] * 17, (17, 3, 4)),
     ],
 )
 def test_auto_episode_shape(counts, expected):
@@ -303,9 +306,10 @@ def test_auto_episode_shape(counts, expected):
     n_way, k_shot, q_query = episode_shape(labels, None, None, None)
     classes, smallest = len(counts), min(counts)
     assert (n_way, k_shot, q_query) == expected
-    assert n_way == min(16, classes)
-    assert k_shot == min(5, smallest // 2)
-    assert q_query == min(5, smallest - k_shot)
+    assert n_way == min(64, classes)
+    per_class = min(smallest, max(2, 128 // n_way))
+    assert k_shot == min(5, per_class // 2)
+    assert q_query == min(5, per_class - k_shot)
 
 
 def test_episode_shape_keeps_explicit_values():

@@ -100,8 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--valid", help="validation examples (same classes, or other classes for meta-training): "
                                    "enables best-checkpoint keeping and early stopping")
     p.add_argument("--output", required=True, help="folder to save the trained model in")
-    p.add_argument("--n-way", type=int, default=None, help="classes per episode (default: min(16, classes))")
-    p.add_argument("--k-shot", type=int, default=None, help="support examples per class (default: from the data, <= 5)")
+    p.add_argument("--n-way", type=int, default=None, help="classes per episode (default: min(64, classes))")
+    p.add_argument("--k-shot", type=int, default=None, help="support examples per class (default: about 128 texts per episode, <= 5)")
     p.add_argument("--q-query", type=int, default=None, help="query examples per class (default: from the data, <= 5)")
     p.add_argument("--episodes", type=int, default=None, help="training episodes (default: 150)")
     p.add_argument("--lr", type=float, default=None, help="encoder learning rate (default: 3e-5)")
