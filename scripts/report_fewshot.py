@@ -109,6 +109,9 @@ def render_markdown(data: dict[str, Any]) -> str:
     """The whole fewshot.md: title, runs, then one part per section that has records."""
     records = data.get("records", [])
     lines = ["# Few-shot intent classification benchmark", ""]
+    notes = data.get("notes", [])
+    if notes:  # what the records alone do not say (how the results were assembled)
+        lines += ["Notes:", ""] + [f"- {note}" for note in notes] + [""]
     lines += runs_lines(data.get("runs", []))
     renderers: tuple[tuple[str, Callable[[list[Record]], list[str]]], ...] = (
         ("generalised", generalised_lines),
