@@ -234,6 +234,16 @@ def mean_sd(values: Sequence[float]) -> tuple[float, float]:
 # -- episodic -------------------------------------------------------------------------------------
 
 
+# In the episodic protocol the trained networks are meta-trained on the fold's train classes
+# (early stopping on its valid classes), not fine-tuned on a support set.
+EPISODIC_NAMES = {
+    "mn": "Matching Network, meta-trained on the fold's train classes",
+    "mn-fce": "Matching Network + FCE, meta-trained on the fold's train classes",
+    "mn-prototype": "Matching Network, prototype variant, meta-trained on the fold's train classes",
+    "intent-matcher-0": "Intent matcher (meta-trained on CLINC150 only), no fine-tuning",
+}
+
+
 def episodic_lines(records: list[Record]) -> list[str]:
     """Per method and K: mean accuracy over folds, the per-fold accuracies and the mean 95% CI;
     the targets as a last row."""
@@ -245,7 +255,7 @@ def episodic_lines(records: list[Record]) -> list[str]:
         header += [f"{k}-shot acc", f"{k}-shot per fold ({' / '.join(folds)})", f"{k}-shot mean 95% CI"]
     rows = []
     for method in methods_of(records):
-        row = [method_name(method)]
+        row = [EPISODIC_NAMES.get(method, method_name(method))]
         for k in ks:
             group = [r for r in records if r.get("method") == method and r.get("k") == k]
             row += fold_cells(group, folds, reasons)
