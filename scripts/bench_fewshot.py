@@ -40,22 +40,23 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import torch  # noqa: E402
+import torch
 
-from textmatch import MatchingNetwork, Trainer, TrainingArguments, matching  # noqa: E402
-from textmatch.data import load_text_dataset, sample_dataset  # noqa: E402
-from textmatch.evaluation import classification_report  # noqa: E402
-from textmatch.fewshot import choose_threshold, evaluate_episodes, mean_ci95, oos_report  # noqa: E402
-from textmatch.hub import DEFAULT_MODEL, resolve_model  # noqa: E402
+from textmatch import MatchingNetwork, Trainer, TrainingArguments, matching
+from textmatch.data import load_text_dataset, sample_dataset
+from textmatch.evaluation import classification_report
+from textmatch.fewshot import choose_threshold, evaluate_episodes, oos_report
+from textmatch.hub import DEFAULT_MODEL, resolve_model
 
 DATASETS = ("banking77", "clinc150")
 OTHER = {"banking77": "clinc150", "clinc150": "banking77"}

@@ -10,7 +10,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import REPO, SHARED_DATA
 
 pytestmark = [pytest.mark.shared_data, pytest.mark.slow]

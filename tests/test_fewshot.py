@@ -10,7 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from textmatch import EpisodeSampler, MatchingNetwork, MatchingNetworkConfig, TextMatchError
+from textmatch import (
+    EpisodeSampler,
+    MatchingNetwork,
+    MatchingNetworkConfig,
+    TextMatchError,
+)
 from textmatch.fewshot import choose_threshold, evaluate_episodes, mean_ci95, oos_report
 
 
