@@ -239,7 +239,7 @@ def run_method(
         config["aggregation"] = "prototype"
     if method.startswith("intent-matcher"):
         folder = intent_matcher_dir(ctx, OTHER[dataset])
-        if not (folder / "textmatch_config.json").is_file() and not any(folder.glob("*.json")):
+        if not (folder / "config.json").is_file():
             raise RuntimeError(f"{folder} is missing: run the intent-matcher section first")
         base = str(folder)
     model = MatchingNetwork.from_pretrained(base, **config)
@@ -264,7 +264,9 @@ def run_method(
         # without FCE, predict_proba is eq. 1 on f'(x) and the stored g'(x_i): the same
         # embeddings also feed the other heads compared in the ablation table
         aggregation = model.config.aggregation
-        s_emb = model.encode(support.texts, batch_size=128)
+        # g'(x_i) as stored by fit (Trainer.train ends with fit on the same support, in order)
+        assert model.support_texts == support.texts
+        s_emb = model._support_base.cpu().numpy()  # (n_support, dim)
         embs = {}
         for name, texts in evals.items():
             t0 = time.perf_counter()
