@@ -12,7 +12,7 @@ import torch
 
 from conftest import make_sentences
 from textmatch import MatchingNetwork, TextMatchError, Trainer, TrainingArguments, cli
-from textmatch import backends
+from textmatch.backends import onnx as backends
 
 pytest.importorskip("onnxruntime", reason="the ONNX backends need `pip install textmatch[onnx]`")
 

@@ -13,7 +13,7 @@ pytest.importorskip("bm25s")
 
 from conftest import SHARED_DATA
 
-from textmatch.bm25 import BM25Index, mine_hard_negatives, stemmer_available
+from textmatch.retrieval.bm25 import BM25Index, mine_hard_negatives, stemmer_available
 from textmatch.errors import TextMatchError
 
 DOCS = {
@@ -85,9 +85,10 @@ def test_k_capped_ties_stable_and_no_match_query(index):
     scores, ids = index.search(["cat"], k=100)
     assert scores.shape == (1, len(DOCS)) and sorted(ids[0]) == sorted(IDS)
     assert set(ids[0][:2]) == {"d0", "d4"}
-    # a query with no indexed word scores 0 everywhere; ties keep index order
+    # a query with no indexed word scores 0 everywhere; ties follow the ranking rule (larger id first)
     scores, ids = index.search(["the of and", "zebra xylophone"], k=3)
-    assert np.all(scores == 0) and ids == [IDS[:3], IDS[:3]]
+    largest = sorted(IDS, reverse=True)[:3]
+    assert np.all(scores == 0) and ids == [largest, largest]
 
 
 @pytest.mark.skipif(not stemmer_available(), reason="PyStemmer not installed")
@@ -145,21 +146,23 @@ def test_build_and_option_errors():
 
 
 def test_add_equals_rebuild(index):
-    grown = BM25Index().build(TEXTS[:4], IDS[:4]).add(TEXTS[4:], IDS[4:])
+    grown = BM25Index().build(TEXTS[:4], IDS[:4]).add(TEXTS[4:], IDS[4:], indexed_texts=TEXTS[:4])
     queries = ["cat dog", "quantum interest", "bread"]
     s1, i1 = grown.search(queries, k=5)
     s2, i2 = index.search(queries, k=5)
     assert i1 == i2
     np.testing.assert_array_equal(s1, s2)
     before = grown.search(["pizza"], k=1)[0]
-    grown.add(["Pizza with extra cheese"], ["d7"])
+    grown.add(["Pizza with extra cheese"], ["d7"], TEXTS)
     assert len(grown) == 8 and grown.search(["pizza"], k=1)[1] == [["d7"]]
     assert before[0, 0] == 0
     with pytest.raises(TextMatchError, match="already"):
-        grown.add(["another cat"], ["d0"])
+        grown.add(["another cat"], ["d0"], TEXTS + ["Pizza with extra cheese"])
     with pytest.raises(TextMatchError, match="already"):
-        grown.add(["x cat", "y cat"], ["new", "new"])
-    assert grown.add([], []) is grown
+        grown.add(["x cat", "y cat"], ["new", "new"], TEXTS + ["Pizza with extra cheese"])
+    with pytest.raises(TextMatchError, match="indexed_texts"):
+        grown.add(["x cat"], ["new"], TEXTS)  # one text short of the index
+    assert grown.add([], [], []) is grown
 
 
 def test_save_load_round_trip(index, tmp_path):
@@ -176,8 +179,9 @@ def test_save_load_round_trip(index, tmp_path):
     s2, i2 = loaded.search(queries, k=7)
     assert i1 == i2
     np.testing.assert_array_equal(s1, s2)
-    # the loaded index keeps its texts, so add works
-    loaded.add(["Pizza with extra cheese"], ["d7"])
+    # the folder keeps ids, not a second copy of the texts; add takes them from the caller
+    assert all(set(json.loads(line)) == {"id"} for line in (folder / "documents.jsonl").read_text().splitlines())
+    loaded.add(["Pizza with extra cheese"], ["d7"], TEXTS)
     assert loaded.search(["pizza"], k=1)[1] == [["d7"]]
     with pytest.raises(TextMatchError, match="not a saved"):
         BM25Index.load(tmp_path)
@@ -241,7 +245,7 @@ def test_ndcg_helper_by_hand():
 
 @pytest.mark.shared_data
 def test_bm25_scifact_ndcg():
-    from textmatch.data import read_qrels
+    from textmatch.retrieval.beir import read_qrels
 
     root = SHARED_DATA / "scifact"
     ids, texts = [], []
@@ -264,7 +268,7 @@ def test_bm25_scifact_ndcg():
     _, ranked = index.search([queries[q] for q in qids], k=10)
     elapsed = time.perf_counter() - start
     score = ndcg_at_10(dict(zip(qids, ranked)), qrels)
-    from textmatch import evaluation
+    from textmatch.retrieval import metrics as evaluation
 
     if hasattr(evaluation, "ndcg_at_k"):  # the package's trec_eval-style metric agrees
         theirs = sum(
@@ -278,7 +282,7 @@ def test_bm25_scifact_ndcg():
 
 @pytest.mark.skipif(not stemmer_available(), reason="PyStemmer not installed")
 def test_load_stemmed_index_without_pystemmer_is_an_error(index, tmp_path, monkeypatch):
-    import textmatch.bm25 as bm25_module
+    import textmatch.retrieval.bm25 as bm25_module
 
     index.save(tmp_path / "bm25")
     monkeypatch.setattr(bm25_module, "stemmer_available", lambda: False)

@@ -145,7 +145,7 @@ def test_internal_error_exits_1(tiny_bert_dir, files, capsys, monkeypatch):
     def boom(*a, **k):
         raise RuntimeError("simulated bug")
 
-    monkeypatch.setattr("textmatch.modeling.MatchingNetwork.predict_proba", boom)
+    monkeypatch.setattr("textmatch.core.modeling.MatchingNetwork.classify", boom)
     code, _, err = run(["predict", "--model", tiny_bert_dir, "--support", files["support"], "x"], capsys)
     assert code == 1 and "internal error" in err and "simulated bug" in err
 

@@ -10,14 +10,8 @@ import pytest
 datasets = pytest.importorskip("datasets")
 
 from textmatch import TextMatchError, load_text_dataset  # noqa: E402
-from textmatch.data import (  # noqa: E402
-    as_text_label_lists,
-    sorted_classes,
-    texts_and_labels,
-    validate_labels,
-    validate_support,
-    validate_texts,
-)
+from textmatch.data.loading import as_text_label_lists, texts_and_labels
+from textmatch.data.validation import sorted_classes, validate_labels, validate_support, validate_texts
 
 ROWS = [("what is the forecast", "weather"), ("NA", "weather"), ("play a song", "music"), ("null", "music")]
 
@@ -312,16 +306,9 @@ def test_as_text_label_lists_forms():
 
 
 # == Hugging Face datasets adapters ========================================================
-from textmatch.data import (  # noqa: E402
-    BeirData,
-    ClassSplit,
-    class_split_from_files,
-    filter_classes,
-    load_beir,
-    random_class_split,
-    read_qrels,
-    sample_dataset,
-)
+from textmatch.retrieval.beir import BeirData, load_beir, read_qrels
+from textmatch.data.splits import ClassSplit, class_split_from_files, filter_classes, random_class_split
+from textmatch.data.sampling import sample_dataset
 
 
 def _write_jsonl(path, rows):

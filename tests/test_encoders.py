@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from textmatch import BiLSTMEncoder, MatchingNetwork, TextMatchError, TransformerEncoder
-from textmatch.encoders import pool
+from textmatch.core.encoders import pool
 
 
 @pytest.mark.parametrize("mode", ["mean", "max", "cls"])

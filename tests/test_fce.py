@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from textmatch import BiLSTMEncoder, Episode, MatchingNetwork, MatchingNetworkConfig
-from textmatch.encoders.fce import QueryFCE, SupportFCE
-from textmatch.matching import matching_nll
+from textmatch.core.encoders.fce import QueryFCE, SupportFCE
+from textmatch.core.matching import matching_nll
 
 DIM = 6
 

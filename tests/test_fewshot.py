@@ -16,7 +16,7 @@ from textmatch import (
     MatchingNetworkConfig,
     TextMatchError,
 )
-from textmatch.fewshot import choose_threshold, evaluate_episodes, mean_ci95, oos_report
+from textmatch.classification.fewshot import choose_threshold, evaluate_episodes, mean_ci95, oos_report
 
 
 def test_episode_indices_match_episode_texts(synthetic):

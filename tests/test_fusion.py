@@ -5,19 +5,10 @@ from __future__ import annotations
 import math
 import random
 
-import numpy as np
 import pytest
 
 from textmatch.errors import TextMatchError
-from textmatch.fusion import (
-    normalize_scores,
-    ranked_ids,
-    reciprocal_rank_fusion,
-    run_from_arrays,
-    run_from_score_matrix,
-    top_k,
-    weighted_fusion,
-)
+from textmatch.retrieval.fusion import normalize_scores, reciprocal_rank_fusion, weighted_fusion
 
 
 # ---------------------------------------------------------------- naive references
@@ -208,81 +199,21 @@ def test_weighted_errors_and_default_weights():
         weighted_fusion([run], [float("inf")])
 
 
-# ---------------------------------------------------------------- top_k, conversions
-@pytest.mark.parametrize("seed", range(4))
-def test_top_k_matches_naive(seed):
-    rng = random.Random(seed)
-    run = random_run(rng, ties=True)
-    for k in (1, 3, 100):
-        got = top_k(run, k)
-        for q, docs in run.items():
-            want = sorted(docs, key=lambda d: (docs[d], d), reverse=True)[:k]
-            assert list(got[q]) == want
-            assert all(got[q][d] == docs[d] for d in want)
-    assert ranked_ids(run) == {
-        q: sorted(d, key=lambda x: (d[x], x), reverse=True) for q, d in run.items()
-    }
-    with pytest.raises(TextMatchError):
-        top_k(run, 0)
+# ---------------------------------------------------------------- agreement with the evaluator
+def test_fused_order_agrees_with_the_evaluator():
+    """Ties in a fused run are ordered as rank_run (the evaluator) orders them."""
+    from textmatch.retrieval.metrics import rank_run
 
-
-def test_run_from_arrays():
-    scores = np.array([[3.0, 2.0, 1.0], [0.5, 0.5, 0.1]], dtype=np.float32)
-    ids = [["a", "b", "c"], ["c", "b", "a"]]
-    run = run_from_arrays(["q1", "q2"], scores, ids)
-    assert run == {
-        "q1": {"a": 3.0, "b": 2.0, "c": 1.0},
-        "q2": {"b": 0.5, "c": 0.5, "a": pytest.approx(0.1)},
-    }
-    assert list(run["q2"]) == ["c", "b", "a"]
-    # integer positions into corpus ids, with faiss-style -1 padding skipped
-    pos = np.array([[2, 0, -1]])
-    assert run_from_arrays(
-        ["q"], [[9.0, 8.0, 0.0]], pos, corpus_ids=["x", "y", "z"]
-    ) == {"q": {"z": 9.0, "x": 8.0}}
-    with pytest.raises(TextMatchError):
-        run_from_arrays(["q1"], scores, ids)  # shape mismatch
-    with pytest.raises(TextMatchError):
-        run_from_arrays(["q"], [[1.0, 2.0]], [["a", "a"]])  # repeated doc
-    with pytest.raises(TextMatchError):
-        run_from_arrays(["q"], [[1.0]], [[3]])  # int ids need corpus_ids
-
-
-def test_run_from_score_matrix_matches_naive():
-    rng = np.random.default_rng(0)
-    scores = rng.integers(0, 5, size=(4, 30)).astype(float)  # many ties
-    qids = [f"q{i}" for i in range(4)]
-    cids = [f"d{j:02d}" for j in rng.permutation(30)]
-    full = run_from_score_matrix(qids, scores, cids)
-    for i, q in enumerate(qids):
-        assert full[q] == {cids[j]: scores[i, j] for j in range(30)}
-    for k in (1, 7, 30, 50):
-        got = run_from_score_matrix(qids, scores, cids, k=k)
-        assert got == top_k(full, k)
-        for q in qids:
-            assert list(got[q]) == list(top_k(full, k)[q])
-    with pytest.raises(TextMatchError):
-        run_from_score_matrix(qids, scores[:, :5], cids)
-    with pytest.raises(TextMatchError):
-        run_from_score_matrix(qids, scores, cids, k=0)
-
-
-def test_tie_order_agrees_with_evaluation_rank_run():
-    evaluation = pytest.importorskip("textmatch.evaluation")
-    if not hasattr(evaluation, "rank_run"):
-        pytest.skip("textmatch.evaluation.rank_run not there")
     rng = random.Random(7)
-    run = random_run(rng, ties=True)
-    assert ranked_ids(run) == {q: evaluation.rank_run(d) for q, d in run.items()}
+    runs = [random_run(rng, ties=True), random_run(rng, ties=True)]
+    for fused in (reciprocal_rank_fusion(runs), weighted_fusion(runs, [0.5, 0.5])):
+        assert {q: list(d) for q, d in fused.items()} == {q: rank_run(d) for q, d in fused.items()}
 
 
-def test_fusion_of_converted_runs_end_to_end():
-    """RRF of two array-made runs agrees with fusing the naive runs."""
-    qids = ["q1", "q2"]
-    lexical = run_from_arrays(qids, [[5.0, 1.0], [2.0, 1.0]], [["a", "b"], ["c", "a"]])
-    dense = run_from_score_matrix(
-        qids, [[0.1, 0.9, 0.3], [0.8, 0.2, 0.1]], ["a", "b", "c"]
-    )
+def test_fusion_end_to_end():
+    """RRF of a lexical and a dense run agrees with the naive fusion."""
+    lexical = {"q1": {"a": 5.0, "b": 1.0}, "q2": {"c": 2.0, "a": 1.0}}
+    dense = {"q1": {"a": 0.1, "b": 0.9, "c": 0.3}, "q2": {"a": 0.8, "b": 0.2, "c": 0.1}}
     fused = reciprocal_rank_fusion([lexical, dense])
     assert_run_close(fused, naive_rrf([lexical, dense]))
     assert list(fused["q1"]) == ["b", "a", "c"]  # b: 1/62 + 1/61 > a: 1/61 + 1/63

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from textmatch import TextMatchError, hub
+from textmatch import TextMatchError
+from textmatch.hub import resolution as hub
 
 
 @pytest.fixture

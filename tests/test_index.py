@@ -9,14 +9,7 @@ import numpy as np
 import pytest
 
 from textmatch.errors import TextMatchError
-from textmatch.index import (
-    AUTO_FAISS_THRESHOLD,
-    ExactIndex,
-    FaissIndex,
-    VectorIndex,
-    load_index,
-    make_index,
-)
+from textmatch.retrieval.vector_index import AUTO_FAISS_THRESHOLD, ExactIndex, FaissIndex, VectorIndex, load_index, make_index
 
 faiss = pytest.importorskip("faiss")
 

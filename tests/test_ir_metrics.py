@@ -8,15 +8,7 @@ import warnings
 
 import pytest
 
-from textmatch.evaluation import (
-    average_precision_at_k,
-    evaluate_retrieval,
-    mrr_at_k,
-    ndcg_at_k,
-    precision_at_k,
-    rank_run,
-    recall_at_k,
-)
+from textmatch.retrieval.metrics import average_precision_at_k, evaluate_retrieval, mrr_at_k, ndcg_at_k, precision_at_k, rank_run, recall_at_k
 
 TOL = 1e-9
 log2 = math.log2

@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from textmatch import matching
+from textmatch.core import matching
 
 DT = torch.float64
 

@@ -1,5 +1,5 @@
 """Model cards: ModelCardData, the rendered README.md (checked against patterns, as setfit's
-tests do), MatchingNetwork.evaluate, and the wiring into save_pretrained and Trainer.train."""
+tests do), textmatch.evaluate, and the wiring into save_pretrained and Trainer.train."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ import re
 import pytest
 import yaml
 
-from textmatch import MatchingNetwork, TextMatchError, Trainer, TrainingArguments
-from textmatch.model_card import DEFAULT_TAGS, ModelCardData, generate_model_card, infer_dataset_name
+from textmatch import MatchingNetwork, TextMatchError, Trainer, TrainingArguments, evaluate
+from textmatch.core.card_data import DEFAULT_TAGS, ModelCardData, infer_dataset_name
+from textmatch.hub.model_card import generate_model_card
 
 SUPPORT = [
     ("will it rain today", "weather"),
@@ -98,7 +99,7 @@ def fitted(tiny_bert_model):
 # -- the rendered card --------------------------------------------------------------------------
 def test_front_matter(fitted):
     texts, labels = [t for t, _ in TEST], [y for _, y in TEST]
-    report = fitted.evaluate(texts, labels, dataset_name="org/intents", split="test")
+    report = evaluate(fitted, texts, labels, dataset_name="org/intents", split="test")
     card = generate_model_card(fitted)
     meta = front_matter(card)
     assert meta["library_name"] == "textmatch"
@@ -234,7 +235,7 @@ def test_special_characters_are_escaped(bilstm_model, tmp_path):
     data.model_name = 'Model "x" | y\n---'
     data.train_dataset_name = "org/data|set"
     data.training_args = {"note": "a | b\nc", "odd | name": 1}
-    bilstm_model.evaluate(NASTY_TEXTS[:3], labels[:3], dataset_name='ds "q" | x', split="te|st")
+    evaluate(bilstm_model, NASTY_TEXTS[:3], labels[:3], dataset_name='ds "q" | x', split="te|st")
     card = generate_model_card(bilstm_model, model_path='dir "x"/m`')
 
     meta = front_matter(card)  # the front matter ends where it should and parses
@@ -263,13 +264,13 @@ def test_special_characters_are_escaped(bilstm_model, tmp_path):
     assert call_args(code, "predict") == [[meta["widget"][0]["text"]]]
 
 
-# -- MatchingNetwork.evaluate -----------------------------------------------------------------------
+# -- textmatch.evaluate -----------------------------------------------------------------------------
 def test_evaluate_against_a_hand_count(fitted, monkeypatch):
     gold = ["food", "food", "food", "music", "music", "weather"]
     predicted = ["food", "food", "music", "music", "music", "food"]
     texts = [f"text {i}" for i in range(len(gold))]
     monkeypatch.setattr(fitted, "predict", lambda t, batch_size=64: predicted[: len(t)])
-    report = fitted.evaluate(texts, gold, dataset_name="hand", split="validation")
+    report = evaluate(fitted, texts, gold, dataset_name="hand", split="validation")
     assert report["n"] == 6
     assert math.isclose(report["accuracy"], 4 / 6)
     # food: 2 right of 3 predicted, 3 gold -> P = R = F1 = 2/3; music: P 2/3, R 2/2 -> F1 0.8;
@@ -286,13 +287,13 @@ def test_evaluate_against_a_hand_count(fitted, monkeypatch):
 
 def test_evaluate_records_one_result_per_dataset_and_split(fitted):
     texts, labels = [t for t, _ in TEST], [y for _, y in TEST]
-    report = fitted.evaluate(texts, labels)
+    report = evaluate(fitted, texts, labels)
     expected = sum(p == y for p, y in zip(fitted.predict(texts), labels)) / len(labels)
     assert report["accuracy"] == expected
     assert [(e["dataset"], e["split"]) for e in fitted.model_card_data.eval_results] == [("unknown", "test")]
-    fitted.evaluate(texts[:2], labels[:2], dataset_name="d", split="test")
-    fitted.evaluate(texts[:1], labels[:1], dataset_name="d", split="test")  # replaces the one before
-    fitted.evaluate(texts, labels, dataset_name="d", split="validation")
+    evaluate(fitted, texts[:2], labels[:2], dataset_name="d", split="test")
+    evaluate(fitted, texts[:1], labels[:1], dataset_name="d", split="test")  # replaces the one before
+    evaluate(fitted, texts, labels, dataset_name="d", split="validation")
     results = fitted.model_card_data.eval_results
     assert [(e["dataset"], e["split"]) for e in results] == [("unknown", "test"), ("d", "test"), ("d", "validation")]
     assert results[1]["metrics"]["accuracy"] == float(fitted.predict(texts[:1]) == labels[:1])
@@ -302,32 +303,33 @@ def test_evaluate_int_labels_with_oos(bilstm_model):
     texts, _ = support()
     labels = [1, 1, 1, 2, 2, 3]
     bilstm_model.fit(texts, labels)
-    report = bilstm_model.evaluate(texts, labels)
+    report = evaluate(bilstm_model, texts, labels)
     assert report["accuracy"] == sum(p == y for p, y in zip(bilstm_model.predict(texts), labels)) / len(labels)
     bilstm_model.config.threshold = 1.01
-    report = bilstm_model.evaluate(texts, labels)  # every prediction is "oos", a str among int labels
+    report = evaluate(bilstm_model, texts, labels)  # every prediction is "oos", a str among int labels
     assert report["accuracy"] == 0.0 and "oos" in report["per_label"]
 
 
 def test_evaluate_bad_input(fitted):
     with pytest.raises(TextMatchError, match="2 texts but 1"):
-        fitted.evaluate(["a", "b"], ["food"])
+        evaluate(fitted, ["a", "b"], ["food"])
     with pytest.raises(TextMatchError, match="nothing to evaluate"):
-        fitted.evaluate([], [])
+        evaluate(fitted, [], [])
     assert fitted.model_card_data.eval_results == []
 
 
 def test_cli_uses_the_shared_report():
-    from textmatch import cli, evaluation
+    from textmatch.classification import metrics
+    from textmatch.cli import classify
 
-    assert cli.classification_report is evaluation.classification_report
+    assert classify.classification_report is metrics.classification_report
 
 
 # -- Trainer ---------------------------------------------------------------------------------------
 def test_training_args_after_train(bilstm_model, synthetic, tmp_path):
     texts, labels = synthetic[0][:60], synthetic[1][:60]
     bilstm_model.fit(texts, labels)
-    bilstm_model.evaluate(texts[:6], labels[:6], dataset_name="before")
+    evaluate(bilstm_model, texts[:6], labels[:6], dataset_name="before")
     assert section(generate_model_card(bilstm_model), "Training") is None
     args = TrainingArguments(output_dir=str(tmp_path / "run"), num_episodes=2, show_progress_bar=False, device="cpu")
     Trainer(bilstm_model, args, train_dataset=(texts, labels), train_dataset_name="org/synthetic").train()
@@ -378,7 +380,7 @@ def test_save_writes_readme_and_reload_keeps_card_data(fitted, tmp_path):
     data = fitted.model_card_data
     data.language, data.license, data.model_id = "en", "mit", "someone/intents-model"
     data.training_args = {"num_episodes": 5}
-    fitted.evaluate([t for t, _ in TEST], [y for _, y in TEST], dataset_name="org/intents")
+    evaluate(fitted, [t for t, _ in TEST], [y for _, y in TEST], dataset_name="org/intents")
     folder = fitted.save_pretrained(tmp_path / "model")
     readme = (folder / "README.md").read_text(encoding="utf-8")
     assert readme == generate_model_card(fitted)
@@ -406,12 +408,10 @@ def test_save_replaces_readme_keeps_other_files(fitted, tmp_path):
 def test_card_failure_leaves_old_folder_intact(fitted, tmp_path, monkeypatch):
     folder = fitted.save_pretrained(tmp_path / "model")
     before = (folder / "README.md").read_bytes()
-    import textmatch.modeling as modeling
-
     def boom(*args, **kwargs):
         raise RuntimeError("card failed")
 
-    monkeypatch.setattr(modeling, "generate_model_card", boom)
+    monkeypatch.setattr(MatchingNetwork, "model_card_writer", boom)
     with pytest.raises(RuntimeError, match="card failed"):
         fitted.save_pretrained(folder)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]

@@ -415,7 +415,7 @@ def test_atomic_save_when_encoder_save_fails(saved_bilstm, monkeypatch):
 def test_atomic_save_when_final_rename_fails(saved_bilstm, monkeypatch):
     model, folder, expected = saved_bilstm
     model.fit(["hello", "bye"], ["a", "b"])
-    import textmatch.modeling as modeling
+    import textmatch.core.modeling as modeling
 
     real_replace = modeling.os.replace
 

@@ -17,8 +17,8 @@ import pytest
 
 from conftest import TOPICS
 from textmatch import MatchingNetwork, TextMatchError, cli
-from textmatch.corpus import read_corpus, split_passages
-from textmatch.retrieval import IndexConfig, Retriever
+from textmatch.retrieval.corpus import read_corpus, split_passages
+from textmatch.retrieval.retriever import IndexConfig, Retriever
 
 pytest.importorskip("bm25s", reason="hybrid search needs bm25s")
 
@@ -90,7 +90,7 @@ def test_split_passages_overlap_and_limit(tiny_bert_model):
 def test_build_search_load_modes(model, tmp_path, backend):
     pytest.importorskip("faiss") if backend != "exact" else None
     docs = make_corpus()
-    retriever = Retriever.build(model, docs, tmp_path / "idx", IndexConfig(backend=backend, shard_size=5),
+    retriever = Retriever.build(model, docs, tmp_path / "idx", IndexConfig(index_kind=backend, shard_size=5),
                                 show_progress_bar=False)
     meta = json.loads((tmp_path / "idx" / "index.json").read_text())
     assert meta["n_documents"] == len(docs) and meta["dim"] == 32 and meta["format_version"] == 1
@@ -107,7 +107,7 @@ def test_build_search_load_modes(model, tmp_path, backend):
 
 def test_dense_search_matches_brute_force(model, tmp_path):
     docs = make_corpus()
-    retriever = Retriever.build(model, docs, tmp_path / "idx", IndexConfig(backend="exact", bm25=False),
+    retriever = Retriever.build(model, docs, tmp_path / "idx", IndexConfig(index_kind="exact", bm25=False),
                                 show_progress_bar=False)
     doc_emb = model.encode([f"{d['title']}. {d['text']}" for d in docs], role="support")
     q_emb = model.encode(["flight hotel"], role="query")
@@ -118,7 +118,7 @@ def test_dense_search_matches_brute_force(model, tmp_path):
 
 def test_add_appends_documents(model, tmp_path):
     docs = make_corpus()
-    retriever = Retriever.build(model, docs[:6], tmp_path / "idx", IndexConfig(backend="exact"), show_progress_bar=False)
+    retriever = Retriever.build(model, docs[:6], tmp_path / "idx", IndexConfig(index_kind="exact"), show_progress_bar=False)
     retriever.add(docs[6:], show_progress_bar=False)
     assert retriever.meta["n_documents"] == len(docs)
     found = {d for hits in retriever.search(["doctor medicine"], top_k=len(docs), mode="bm25") for d, _ in hits}
@@ -132,7 +132,7 @@ def test_add_appends_documents(model, tmp_path):
 def test_other_model_is_refused(model, tmp_path, tiny_bert_dir):
     import torch
 
-    Retriever.build(model, make_corpus(1), tmp_path / "idx", IndexConfig(backend="exact"), show_progress_bar=False)
+    Retriever.build(model, make_corpus(1), tmp_path / "idx", IndexConfig(index_kind="exact"), show_progress_bar=False)
     other = MatchingNetwork.from_pretrained(str(tiny_bert_dir))
     with torch.no_grad():
         other.query_encoder.model.embeddings.word_embeddings.weight.add_(0.1)
@@ -149,7 +149,7 @@ def test_bad_input(model, tmp_path):
     assert not (tmp_path / "b").exists()
     with pytest.warns(UserWarning, match="skipped 1 document"):
         r = Retriever.build(model, make_corpus(1) + [{"_id": "empty", "title": "", "text": "  "}], tmp_path / "c",
-                            IndexConfig(backend="exact"), show_progress_bar=False)
+                            IndexConfig(index_kind="exact"), show_progress_bar=False)
     assert r.meta["n_documents"] == len(TOPICS)
     with pytest.raises(TextMatchError, match="top_k"):
         r.search(["rain"], top_k=0)

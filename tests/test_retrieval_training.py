@@ -16,11 +16,7 @@ import torch
 from conftest import FILLER, TOPICS
 
 from textmatch import TextMatchError
-from textmatch.retrieval_training import (
-    RetrievalBatch,
-    RetrievalTrainer,
-    RetrievalTrainingArguments,
-)
+from textmatch.retrieval.training import RetrievalBatch, RetrievalTrainer, RetrievalTrainingArguments
 
 ALL_WORDS = [w for words in TOPICS.values() for w in words]
 

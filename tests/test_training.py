@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from textmatch import MatchingNetwork, MatchingNetworkConfig, TextMatchError, Trainer, TrainingArguments
-from textmatch.training import episode_shape
+from textmatch.classification.training import episode_shape
 
 
 

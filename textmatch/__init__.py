@@ -1,61 +1,79 @@
 """textmatch: few-shot text classification and retrieval with Matching Networks
-(Vinyals et al. 2016, arXiv 1606.04080)."""
+(Vinyals et al. 2016, arXiv 1606.04080).
+
+The layers: `core` (maths, episodes, encoders, MatchingNetwork) stands on `data`, `hub`
+resolution and `backends`; `classification` and `retrieval` are siblings on the core;
+`hub.model_card` renders cards from a model; `cli` is the top floor.
+"""
 
 __version__ = "0.1.0"
 
+from .classification import (
+    EpisodicResult,
+    MatchingNetworkClassifier,
+    Trainer,
+    TrainingArguments,
+    choose_threshold,
+    evaluate,
+    evaluate_episodes,
+    oos_report,
+)
+from .core import (
+    BiLSTMEncoder,
+    Encoder,
+    Episode,
+    EpisodeSampler,
+    MatchingNetwork,
+    MatchingNetworkConfig,
+    ModelCardData,
+    TrainOutput,
+    TransformerEncoder,
+)
 from .data import (
-    BeirData,
     ClassSplit,
     class_split_from_files,
     filter_classes,
-    load_beir,
     load_text_dataset,
     random_class_split,
     sample_dataset,
 )
-from .encoders import BiLSTMEncoder, Encoder, TransformerEncoder
-from .episodes import Episode, EpisodeSampler
 from .errors import TextMatchError
-from .fewshot import EpisodicResult, choose_threshold, evaluate_episodes, oos_report
 from .hub import DEFAULT_MODEL
-from .model_card import ModelCardData, generate_model_card
-from .modeling import MatchingNetwork, MatchingNetworkConfig
-from .retrieval import IndexConfig, Retriever
-from .retrieval_training import RetrievalTrainer, RetrievalTrainingArguments
-from .sklearn import MatchingNetworkClassifier
-from .training import Trainer, TrainingArguments, TrainOutput
+from .hub.model_card import generate_model_card  # also gives save_pretrained its card writer
+from .retrieval import BeirData, IndexConfig, RetrievalTrainer, RetrievalTrainingArguments, Retriever, load_beir
 
 __all__ = [
+    "DEFAULT_MODEL",
     "BeirData",
+    "BiLSTMEncoder",
     "ClassSplit",
+    "Encoder",
+    "Episode",
+    "EpisodeSampler",
+    "EpisodicResult",
+    "IndexConfig",
+    "MatchingNetwork",
+    "MatchingNetworkClassifier",
+    "MatchingNetworkConfig",
+    "ModelCardData",
+    "RetrievalTrainer",
+    "RetrievalTrainingArguments",
+    "Retriever",
+    "TextMatchError",
+    "TrainOutput",
+    "Trainer",
+    "TrainingArguments",
+    "TransformerEncoder",
+    "__version__",
+    "choose_threshold",
     "class_split_from_files",
+    "evaluate",
+    "evaluate_episodes",
     "filter_classes",
     "generate_model_card",
     "load_beir",
+    "load_text_dataset",
+    "oos_report",
     "random_class_split",
     "sample_dataset",
-    "DEFAULT_MODEL",
-    "BiLSTMEncoder",
-    "Encoder",
-    "Episode",
-    "EpisodicResult",
-    "choose_threshold",
-    "evaluate_episodes",
-    "oos_report",
-    "EpisodeSampler",
-    "MatchingNetwork",
-    "MatchingNetworkClassifier",
-    "IndexConfig",
-    "Retriever",
-    "RetrievalTrainer",
-    "RetrievalTrainingArguments",
-    "MatchingNetworkConfig",
-    "ModelCardData",
-    "TextMatchError",
-    "Trainer",
-    "TrainingArguments",
-    "TrainOutput",
-    "TransformerEncoder",
-    "__version__",
-    "load_text_dataset",
 ]

@@ -1,0 +1,7 @@
+"""python -m textmatch.cli"""
+
+import sys
+
+from . import main
+
+sys.exit(main())

@@ -1,0 +1,218 @@
+"""`textmatch predict`, `evaluate` and `train`: few-shot classification from the shell."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ..classification import Trainer, TrainingArguments, classification_report
+from ..core.modeling import is_textmatch_folder
+from ..errors import TextMatchError
+from ..hub import DEFAULT_MODEL
+from .common import (
+    DATA_HELP,
+    EXIT_OK,
+    MODEL_HELP,
+    add_data_columns,
+    add_runtime,
+    emit_json,
+    load_model,
+    read_labelled,
+    read_lines_or,
+    with_support,
+)
+
+
+def add_parsers(sub: Any) -> None:
+    p = sub.add_parser("predict", help="label texts against a labelled support set",
+                       description="Label each TEXT (or each line of stdin) with the class of its best match.")
+    p.add_argument("--model", default=DEFAULT_MODEL, help=MODEL_HELP)
+    p.add_argument("--support", help=f"labelled examples; {DATA_HELP}. Optional when the model was saved with one")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="out-of-scope threshold on the best class probability: below it the label is 'oos'")
+    p.add_argument("--top-k", type=int, default=3, help="classes listed per text in --json output (default: 3)")
+    p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+    p.add_argument("texts", nargs="*", metavar="TEXT", help="texts to label (default: read lines from stdin)")
+    add_data_columns(p, "the support set (split 'train' unless --split)")
+    add_runtime(p)
+    p.set_defaults(handler=cmd_predict)
+
+    p = sub.add_parser("evaluate", help="accuracy of a model on a labelled test set",
+                       description="Classify a labelled test set against the support set and report accuracy.")
+    p.add_argument("--model", default=DEFAULT_MODEL, help=MODEL_HELP)
+    p.add_argument("--support", help=f"labelled examples; {DATA_HELP}. Optional when the model was saved with one")
+    p.add_argument("--test", help=f"labelled test texts; {DATA_HELP}. Or use --dataset")
+    p.add_argument("--threshold", type=float, default=None, help="out-of-scope threshold (see predict)")
+    p.add_argument("--record", action="store_true",
+                   help="store accuracy and macro F1 in the model card of the --model folder (saved by textmatch), "
+                        "with the support set and threshold they were measured with")
+    p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+    add_data_columns(p, "the test set (split 'test' unless --split) and, without --support, the support set "
+                         "(its 'train' split)")
+    add_runtime(p)
+    p.set_defaults(handler=cmd_evaluate)
+
+    p = sub.add_parser("train", help="fine-tune a model on labelled data with N-way K-shot episodes",
+                       description="Episodic training (the matching loss of eq. 1); the output folder holds "
+                                   "the trained model with the training data as its support set.")
+    p.add_argument("--model", default=DEFAULT_MODEL, help=f"starting point: Hub id or folder (default: {DEFAULT_MODEL})")
+    p.add_argument("--train", help=f"training examples; {DATA_HELP}. Or use --dataset")
+    p.add_argument("--data", metavar="BEIR_DIR",
+                   help="retrieval training instead: a BEIR folder; trains f (queries) and g (documents) on the "
+                        "--split qrels (default train) with in-batch and BM25-mined hard negatives")
+    p.add_argument("--hard-negatives", type=int, default=1, help="with --data: BM25 hard negatives per query (default 1)")
+    p.add_argument("--epochs", type=int, default=1, help="with --data: passes over the training queries (default 1)")
+    p.add_argument("--max-steps", type=int, default=None, help="with --data: stop after this many batches")
+    p.add_argument("--valid", help="validation examples (same classes, or other classes for meta-training): "
+                                   "enables best-checkpoint keeping and early stopping")
+    p.add_argument("--output", required=True, help="folder to save the trained model in")
+    p.add_argument("--n-way", type=int, default=None, help="classes per episode (default: min(64, classes))")
+    p.add_argument("--k-shot", type=int, default=None, help="support examples per class (default: about 128 texts per episode, <= 5)")
+    p.add_argument("--q-query", type=int, default=None, help="query examples per class (default: from the data, <= 5)")
+    p.add_argument("--episodes", type=int, default=None, help="training episodes (default: 150)")
+    p.add_argument("--lr", type=float, default=None, help="encoder learning rate (default: 3e-5)")
+    p.add_argument("--temperature", type=float, default=None, help="softmax temperature tau (default: 0.05)")
+    p.add_argument("--learn-temperature", action="store_true", help="train tau as a parameter")
+    p.add_argument("--fce", action="store_true", help="add Full Context Embeddings (paper appendix A.2)")
+    p.add_argument("--prototype", action="store_true", help="match against class means (prototypical variant)")
+    p.add_argument("--eval-steps", type=int, default=None, help="validate every N episodes (default: 25)")
+    p.add_argument("--eval-episodes", type=int, default=None, help="validation episodes per evaluation (default: 50)")
+    p.add_argument("--patience", type=int, default=None, help="stop after N validations without gain (default: 4)")
+    p.add_argument("--seed", type=int, default=None, help="random seed (default: 42)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+    add_data_columns(p, "the training set (split 'train' unless --split)")
+    add_runtime(p, inference=False)
+    p.set_defaults(handler=cmd_train)
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    texts = read_lines_or(args.texts, "texts")
+    if args.top_k < 1:
+        raise TextMatchError(f"--top-k must be at least 1, got {args.top_k}")
+    model = with_support(load_model(args), args, args.split or "train")
+    prediction = model.classify(texts, batch_size=args.batch_size, threshold=args.threshold)  # one encoding per text
+    rows = []
+    for text, label, p in zip(texts, prediction.labels, prediction.probabilities):
+        order = p.argsort()[::-1][: args.top_k]
+        rows.append({
+            "text": text,
+            "label": label,
+            "score": float(p.max()),
+            "top": [{"label": model.classes_[i], "probability": float(p[i])} for i in order],
+        })
+    if args.json:
+        emit_json({"model": args.model, "threshold": args.threshold, "predictions": rows})
+    else:
+        for row in rows:
+            print(f"{row['label']}\t{row['score']:.3f}\t{row['text']}")
+    return EXIT_OK
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    if not args.test and not args.dataset:
+        raise TextMatchError("no test data: pass --test FILE or --dataset NAME [--split test]")
+    if args.record and not is_textmatch_folder(args.model):
+        raise TextMatchError(f"--record needs a model folder saved by textmatch; {args.model!r} is not one")
+    # with --dataset, --split names the test split; the support set is the dataset's train split
+    model = with_support(load_model(args), args, "train")
+    if args.test:
+        texts, gold = read_labelled(args.test, args, "test")
+    else:
+        texts, gold = read_labelled(args.dataset, args, "test", args.split or "test")
+    start = time.perf_counter()
+    predicted = [str(y) for y in model.predict(texts, batch_size=args.batch_size, threshold=args.threshold)]
+    seconds = time.perf_counter() - start
+    report = classification_report(gold, predicted)
+    unseen = sorted(set(gold) - {str(c) for c in model.classes_} - {model.config.oos_label})
+    report.update({
+        "model": args.model,
+        "support": args.support or (f"{args.dataset} (split train)" if args.dataset else "saved with the model"),
+        "test": args.test,
+        "n_support": len(model.support_texts),
+        "n_classes": len(model.classes_),
+        "threshold": args.threshold if args.threshold is not None else model.config.threshold,
+        "labels_not_in_support": unseen,
+        "predict_seconds": round(seconds, 3),
+    })
+    if args.record:
+        if args.threshold is not None:
+            model.config.threshold = args.threshold
+        test_name = args.dataset if not args.test else Path(args.test).name
+        split = args.split or "test"
+        metrics = {"accuracy": report["accuracy"], "macro_f1": report["macro_f1"]}
+        model.model_card_data.add_eval_result(test_name, split, metrics)
+        model.save_pretrained(args.model)
+        report["recorded_in"] = args.model
+    if args.json:
+        emit_json(report)
+    else:
+        print(f"accuracy {report['accuracy']:.4f} on {report['n']} texts "
+              f"({len(model.classes_)} classes, {len(model.support_texts)} support examples)")
+        print(f"macro F1 {report['macro_f1']:.4f}; prediction took {seconds:.1f} s")
+        if unseen:
+            print(f"warning: {len(unseen)} test label(s) have no support examples, e.g. {unseen[0]!r}", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    if args.data:
+        if args.train or args.dataset:
+            raise TextMatchError("--data (retrieval training) and --train/--dataset (classification) exclude each other")
+        from .retrieve import cmd_train_retrieval
+
+        return cmd_train_retrieval(args)
+
+    overrides: dict[str, Any] = {}
+    if args.temperature is not None:
+        overrides["temperature"] = args.temperature
+    if args.learn_temperature:
+        overrides["learn_temperature"] = True
+    if args.fce:
+        overrides["fce"] = True
+    if args.prototype:
+        overrides["aggregation"] = "prototype"
+    if not args.train and not args.dataset:
+        raise TextMatchError("no training data: pass --train FILE or --dataset NAME [--split train]")
+    train = read_labelled(args.train, args, "train") if args.train else read_labelled(
+        args.dataset, args, "train", args.split or "train"
+    )
+    valid = read_labelled(args.valid, args, "valid") if args.valid else None
+    given = {
+        "n_way": args.n_way, "k_shot": args.k_shot, "q_query": args.q_query, "num_episodes": args.episodes,
+        "learning_rate": args.lr, "eval_steps": args.eval_steps, "eval_episodes": args.eval_episodes,
+        "early_stopping_patience": args.patience,
+        "seed": args.seed,
+    }
+    training_args = TrainingArguments(
+        output_dir=args.output,
+        batch_size=args.batch_size,
+        device=args.device or "auto",
+        show_progress_bar=not args.no_progress,
+        **{k: v for k, v in given.items() if v is not None},
+    )
+    model = load_model(args, **overrides)
+    trainer = Trainer(model, training_args, train_dataset=train, eval_dataset=valid, train_dataset_name=args.dataset)
+    result = trainer.train()
+    model.save_pretrained(args.output)
+    summary = {
+        "output": args.output,
+        "episodes": result.global_step,
+        "training_loss": result.training_loss,
+        "best_eval_accuracy": result.best_metric,
+        "best_step": result.best_step,
+        "train_seconds": round(result.train_runtime, 1),
+        "n_support": len(model.support_texts),
+        "n_classes": len(model.classes_),
+        "arguments": training_args.to_dict(),
+    }
+    if args.json:
+        emit_json(summary)
+    else:
+        best = f", best validation accuracy {result.best_metric:.4f}" if result.best_metric is not None else ""
+        print(f"trained {result.global_step} episodes in {result.train_runtime:.0f} s "
+              f"(mean loss {result.training_loss:.4f}{best}); saved to {args.output}")
+    return EXIT_OK

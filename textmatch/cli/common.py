@@ -1,0 +1,117 @@
+"""What the command modules share: the argparse parser class and flag groups, reading labelled
+data and models from flags, and printing JSON. Flag choices come from library constants."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+from ..backends import BACKENDS
+from ..core.modeling import MatchingNetwork
+from ..data import load_text_dataset, texts_and_labels
+from ..errors import TextMatchError
+from ..hub import DEFAULT_MODEL
+
+EXIT_OK, EXIT_INTERNAL, EXIT_USAGE = 0, 1, 2
+DATA_HELP = "a CSV/TSV/JSON(L)/Parquet file with text and label columns, or a Hugging Face dataset name/folder"
+MODEL_HELP = f"Hub id or folder (default: {DEFAULT_MODEL})"
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors (exit 2), like the rest of the CLI."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"textmatch {self.prog.split()[-1]}: error: {message}\n")
+
+
+def add_data_columns(p: argparse.ArgumentParser, dataset_role: str) -> None:
+    p.add_argument("--dataset", default=None, metavar="NAME_OR_PATH",
+                   help=f"a Hugging Face dataset (Hub name, folder or data file) giving {dataset_role}")
+    p.add_argument("--split", default=None,
+                   help="split of --dataset to read (defaults: see --dataset); also picks the split of any "
+                        "other data source that has several")
+    p.add_argument("--text-column", default="text", help="column holding the texts (default: text)")
+    p.add_argument("--label-column", default="label", help="column holding the labels (default: label)")
+
+
+def add_runtime(p: argparse.ArgumentParser, inference: bool = True) -> None:
+    p.add_argument("--batch-size", type=int, default=64, help="texts per forward pass (default: 64)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available, else cpu)")
+    if inference:
+        p.add_argument("--backend", default="torch", choices=BACKENDS,
+                       help="inference engine: torch, ONNX Runtime, or ONNX Runtime with int8 weights "
+                            "(CPU; exported once and cached) (default: torch)")
+        p.add_argument("--threads", type=int, default=None, help="CPU threads for inference (default: all cores)")
+
+
+def quiet_libraries() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    import datasets
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+    datasets.logging.set_verbosity_error()
+
+
+def read_labelled(
+    source: str, args: argparse.Namespace, what: str, split: str | None = None
+) -> tuple[list[str], list[str]]:
+    split = split or args.split
+    ds = load_text_dataset(source, split=split, text_column=args.text_column, label_column=args.label_column)
+    texts, labels = texts_and_labels(ds, args.text_column, args.label_column, require_all_label_names=what == "support")
+    if not texts:
+        raise TextMatchError(f"the {what} data {source!r} has no rows")
+    return texts, [str(y) for y in labels]
+
+
+def load_model(args: argparse.Namespace, **overrides: Any) -> MatchingNetwork:
+    backend = getattr(args, "backend", "torch")
+    threads = getattr(args, "threads", None)
+    if threads is not None and threads < 1:
+        raise TextMatchError(f"--threads must be at least 1, got {threads}")
+    if threads is not None and backend == "torch":
+        import torch
+
+        torch.set_num_threads(threads)
+    return MatchingNetwork.from_pretrained(args.model, device=args.device, backend=backend, num_threads=threads, **overrides)
+
+
+def with_support(model: Any, args: argparse.Namespace, dataset_split: str | None = None) -> Any:
+    """Fit the support set from --support, else from --dataset's `dataset_split`, else keep the
+    model's saved one."""
+    if args.support:
+        texts, labels = read_labelled(args.support, args, "support")
+        model.fit(texts, labels, batch_size=args.batch_size)
+    elif args.dataset and dataset_split:
+        texts, labels = read_labelled(args.dataset, args, "support", dataset_split)
+        model.fit(texts, labels, batch_size=args.batch_size)
+    elif not model.classes_:
+        raise TextMatchError("no support set: pass --support FILE (the model was not saved with one)")
+    return model
+
+
+def read_lines_or(args_list: list[str], what: str) -> list[str]:
+    items = list(args_list)
+    if items:
+        return items
+    if sys.stdin.isatty():
+        raise TextMatchError(f"no {what} given: pass them as arguments or pipe lines on stdin")
+    items = [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    if not items:
+        raise TextMatchError(f"stdin held no {what}; give one per line")
+    return items
+
+
+def backend_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    return {"backend": getattr(args, "backend", "torch"), "num_threads": getattr(args, "threads", None)}
+
+
+def emit_json(doc: Any) -> None:
+    sys.stdout.write(json.dumps(doc, ensure_ascii=False, indent=2) + "\n")

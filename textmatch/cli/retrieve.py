@@ -1,0 +1,195 @@
+"""`textmatch index`, `search`, `evaluate-retrieval` and `train --data`: document retrieval from the shell."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from ..errors import TextMatchError
+from ..hub import DEFAULT_MODEL
+from ..retrieval import IndexConfig, Retriever, evaluate_retrieval, load_beir
+from ..retrieval.bm25 import BM25Index, mine_hard_negatives
+from ..retrieval.retriever import FUSIONS, MODES
+from ..retrieval.training import RetrievalTrainer, RetrievalTrainingArguments
+from ..retrieval.vector_index import INDEX_KINDS
+from .common import EXIT_OK, MODEL_HELP, add_runtime, backend_kwargs, emit_json, load_model, read_lines_or
+
+
+def add_parsers(sub: Any) -> None:
+    p = sub.add_parser("index", help="index a document collection for search",
+                       description="Split documents into passages, embed them with g and store them in an index "
+                                   "folder (vector index + BM25). An interrupted run resumes where it stopped.")
+    p.add_argument("--model", default=DEFAULT_MODEL, help=MODEL_HELP)
+    p.add_argument("--corpus", required=True,
+                   help="a BEIR folder, corpus.jsonl / .json / .csv / .tsv / .parquet, a folder of .txt/.md files, "
+                        "or a Hugging Face dataset name (streamed)")
+    p.add_argument("--output", required=True, metavar="INDEX_DIR", help="the index folder to write")
+    p.add_argument("--add", action="store_true", help="append the corpus's new documents to an existing index")
+    p.add_argument("--index-backend", default="auto", choices=INDEX_KINDS,
+                   help="vector index: exact (chunked matrix product) or FAISS flat / hnsw / ivfpq; auto picks by "
+                        "corpus size (default: auto)")
+    p.add_argument("--passage-tokens", type=int, default=256, help="tokens per passage (default: 256)")
+    p.add_argument("--passage-overlap", type=int, default=32, help="tokens shared by consecutive passages (default: 32)")
+    p.add_argument("--no-bm25", action="store_true", help="skip the BM25 index (no hybrid search)")
+    p.add_argument("--shard-size", type=int, default=2048, help="passages per resumable shard (default: 2048)")
+    p.add_argument("--id-column", default="_id", help="document id field (default: _id, or id)")
+    p.add_argument("--title-column", default="title", help="document title field (default: title)")
+    p.add_argument("--text-column", default="text", help="document text field (default: text)")
+    p.add_argument("--split", default=None, help="split of a Hugging Face dataset corpus")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_runtime(p)
+    p.set_defaults(handler=cmd_index)
+
+    p = sub.add_parser("search", help="search an index folder",
+                       description="Return the best documents for each QUERY (or each line of stdin).")
+    p.add_argument("--index", required=True, metavar="INDEX_DIR", help="a folder written by `textmatch index`")
+    p.add_argument("--top-k", type=int, default=10, help="documents per query (default: 10)")
+    p.add_argument("--mode", default="dense", choices=MODES, help="scoring (default: dense)")
+    p.add_argument("--fusion", default="rrf", choices=FUSIONS,
+                   help="hybrid fusion: reciprocal-rank fusion or weighted min-max scores (default: rrf)")
+    p.add_argument("--dense-weight", type=float, default=0.5, help="weight of the dense scores in weighted fusion")
+    p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+    p.add_argument("queries", nargs="*", metavar="QUERY", help="queries (default: read lines from stdin)")
+    add_runtime(p)
+    p.set_defaults(handler=cmd_search)
+
+    p = sub.add_parser("evaluate-retrieval", help="nDCG@10, MRR@10, Recall@100, MAP@100 on a BEIR folder",
+                       description="Index the BEIR folder's corpus, search its queries and score the ranking "
+                                   "against the qrels of --split.")
+    p.add_argument("--model", default=DEFAULT_MODEL, help=MODEL_HELP)
+    p.add_argument("--data", required=True, metavar="BEIR_DIR",
+                   help="corpus.jsonl, queries.jsonl, qrels/<split>.tsv")
+    p.add_argument("--split", default="test", help="qrels split (default: test)")
+    p.add_argument("--index", default=None, metavar="INDEX_DIR",
+                   help="index folder to use or create (default: a temporary one)")
+    p.add_argument("--index-backend", default="auto", choices=INDEX_KINDS,
+                   help="vector index when one is built (default: auto)")
+    p.add_argument("--mode", default="dense", choices=MODES, help="scoring (default: dense)")
+    p.add_argument("--fusion", default="rrf", choices=FUSIONS, help="hybrid fusion (default: rrf)")
+    p.add_argument("--dense-weight", type=float, default=0.5, help="weight of the dense scores in weighted fusion")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+    add_runtime(p)
+    p.set_defaults(handler=cmd_evaluate_retrieval)
+
+
+def cmd_train_retrieval(args: argparse.Namespace) -> int:
+    """`train --data BEIR_DIR`: the matching loss on (query, relevant document) pairs."""
+    if args.hard_negatives < 0:
+        raise TextMatchError(f"--hard-negatives must be >= 0, got {args.hard_negatives}")
+    data = load_beir(args.data, split=args.split or "train")
+    corpus = {str(d["_id"]): f"{d['title']} {d['text']}".strip() for d in data.corpus}
+    queries = {str(q["_id"]): str(q["text"]) for q in data.queries}
+    negatives = None
+    if args.hard_negatives > 0:
+        bm25 = BM25Index()
+        bm25.build(list(corpus.values()), list(corpus))
+        negatives = mine_hard_negatives(bm25, queries, data.qrels, n=args.hard_negatives)
+    given = {"learning_rate": args.lr, "seed": args.seed, "max_steps": args.max_steps}
+    training_args = RetrievalTrainingArguments(
+        output_dir=args.output,
+        num_epochs=args.epochs,
+        encode_batch_size=args.batch_size,
+        device=args.device or "auto",
+        show_progress_bar=not args.no_progress,
+        **{k: v for k, v in given.items() if v is not None},
+    )
+    model = load_model(args)
+    result = RetrievalTrainer(model, training_args, queries, corpus, data.qrels, hard_negatives=negatives).train()
+    model.save_pretrained(args.output)
+    summary = {"output": args.output, "steps": result.global_step, "training_loss": result.training_loss,
+               "train_seconds": round(result.train_runtime, 1), "n_queries": len(data.qrels),
+               "hard_negatives": args.hard_negatives, "arguments": training_args.to_dict()}
+    if args.json:
+        emit_json(summary)
+    else:
+        print(f"trained {result.global_step} steps on {len(data.qrels)} queries in {result.train_runtime:.0f} s "
+              f"(mean loss {result.training_loss:.4f}); saved to {args.output}")
+    return EXIT_OK
+
+
+def index_config(args: argparse.Namespace) -> Any:
+    return IndexConfig(
+        index_kind=args.index_backend,
+        passage_tokens=getattr(args, "passage_tokens", 256),
+        passage_overlap=getattr(args, "passage_overlap", 32),
+        bm25=not getattr(args, "no_bm25", False),
+        shard_size=getattr(args, "shard_size", 2048),
+        batch_size=args.batch_size,
+    )
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    corpus_options = {"id_column": args.id_column, "title_column": args.title_column,
+                      "text_column": args.text_column, "split": args.split}
+    start = time.perf_counter()
+    if args.add:
+        retriever = Retriever.load(args.output, **backend_kwargs(args))
+        before = retriever.meta["n_documents"]
+        retriever.add(args.corpus, show_progress_bar=not args.no_progress, **corpus_options)
+        added = retriever.meta["n_documents"] - before
+    else:
+        model = load_model(args)
+        retriever = Retriever.build(model, args.corpus, args.output, index_config(args),
+                                    show_progress_bar=not args.no_progress, **corpus_options)
+        added = retriever.meta["n_documents"]
+    meta = retriever.meta
+    if retriever.last_build.get("reused_shards"):
+        print(f"resumed an interrupted build: reused {retriever.last_build['reused_shards']} of "
+              f"{retriever.last_build['shards']} encoded shards", file=sys.stderr)
+    print(f"indexed {added} documents ({meta['n_documents']} in all, {meta['n_passages']} passages, "
+          f"{meta['vector_index']['kind']} index) in {time.perf_counter() - start:.1f} s -> {args.output}")
+    return EXIT_OK
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    if args.top_k <= 0:
+        raise TextMatchError(f"--top-k must be a positive integer, got {args.top_k}")
+    queries = read_lines_or(args.queries, "queries")
+    retriever = Retriever.load(args.index, **backend_kwargs(args))
+    results = retriever.search(queries, top_k=args.top_k, mode=args.mode, fusion=args.fusion,
+                               dense_weight=args.dense_weight)
+    if args.json:
+        emit_json({"index": args.index, "mode": args.mode, "results": [
+            {"query": q, "hits": [{"id": d, "score": s} for d, s in hits]} for q, hits in zip(queries, results)]})
+    else:
+        for q, hits in zip(queries, results):
+            print(f"# {q}")
+            for rank, (doc, score) in enumerate(hits, 1):
+                print(f"{rank}\t{score:.4f}\t{doc}")
+    return EXIT_OK
+
+
+def cmd_evaluate_retrieval(args: argparse.Namespace) -> int:
+    data = load_beir(args.data, split=args.split)
+    model = load_model(args)
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="textmatch-index-") as tmp:
+        folder = Path(args.index) if args.index else Path(tmp) / "index"
+        if args.index and (folder / "index.json").is_file():
+            retriever = Retriever.load(folder, model=model)
+        else:
+            retriever = Retriever.build(model, data.corpus, folder, index_config(args),
+                                        show_progress_bar=not args.no_progress)
+        index_seconds = time.perf_counter() - start
+        query_ids = [str(q) for q in data.queries["_id"][:]]
+        texts = [str(t) for t in data.queries["text"][:]]
+        start = time.perf_counter()
+        results = retriever.search(texts, top_k=100, mode=args.mode, fusion=args.fusion, dense_weight=args.dense_weight)
+        search_seconds = time.perf_counter() - start
+    run = {qid: dict(hits) for qid, hits in zip(query_ids, results)}
+    metrics = evaluate_retrieval(run, data.qrels)
+    report = {key: metrics[key] for key in ("ndcg@10", "mrr@10", "recall@100", "map@100", "n_queries")}
+    report.update({"model": args.model, "data": args.data, "split": args.split, "mode": args.mode,
+                   "fusion": args.fusion if args.mode == "hybrid" else None,
+                   "index_seconds": round(index_seconds, 1), "search_seconds": round(search_seconds, 2)})
+    if args.json:
+        emit_json(report)
+    else:
+        print(f"nDCG@10 {report['ndcg@10']:.4f}  MRR@10 {report['mrr@10']:.4f}  Recall@100 {report['recall@100']:.4f}  "
+              f"MAP@100 {report['map@100']:.4f}  ({report['n_queries']} queries, {args.mode})")
+    return EXIT_OK

@@ -1,0 +1,665 @@
+"""MatchingNetwork: f and g over a text encoder, a stored support set, and the classifier API.
+
+    P(y | x, S) = sum_i a(x, x_i) y_i,  a = softmax_i(cos(f(x, S), g(x_i, S)) / tau)   (eqs. 1-2)
+
+`fit` stores the support set S and caches g(S); `predict_proba` evaluates eq. 1 for new
+queries. New classes need no retraining: they only have to be in the support set.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Hashable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import matching
+from ..data.validation import sorted_classes, validate_support, validate_texts
+from .encoders import Encoder, QueryFCE, SupportFCE, TransformerEncoder, encoder_class
+from ..config import ConfigMixin
+from ..files import atomic_dir
+from ..errors import TextMatchError
+from ..hub.resolution import DEFAULT_MODEL, require_safetensors, resolve_model
+from .card_data import ModelCardData
+
+FORMAT_VERSION = 1
+LIBRARY_NAME = "textmatch"
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+SUPPORT_NAME = "support_set.json"
+SUPPORT_EMBEDDINGS_NAME = "support_embeddings.safetensors"
+MODEL_CARD_NAME = "README.md"
+# Everything save_pretrained writes; a new save replaces all of them (stale ones disappear).
+OWN_FILES = {
+    CONFIG_NAME, WEIGHTS_NAME, SUPPORT_NAME, SUPPORT_EMBEDDINGS_NAME, MODEL_CARD_NAME, "query_encoder", "support_encoder"
+}
+
+
+@dataclass
+class MatchingNetworkConfig(ConfigMixin):
+    """How f, g and the matching layer are set up (everything but the encoders' own configs).
+
+    share_weights: f' and g' are one encoder (True) or two copies trained apart (False).
+    fce: Full Context Embeddings (appendix A.2); fce_steps: K read steps of the attention LSTM;
+    fce_scale_init: initial weight of the LSTM terms (1 = the paper's equations at start).
+    metric: "cosine" (the paper) or "euclidean"; aggregation: "none" (eq. 1 over every
+    support example) or "prototype" (class means, Snell et al. 2017).
+    temperature: tau of eq. 2; learn_temperature: make log(tau) a trained parameter.
+    threshold: out-of-scope threshold on the best class probability ("probability") or the
+    best support similarity ("similarity"); queries below it get `oos_label`.
+    """
+
+    share_weights: bool = True
+    fce: bool = False
+    fce_steps: int = 5
+    fce_scale_init: float = 0.1
+    metric: str = "cosine"
+    aggregation: str = "none"
+    temperature: float = 0.05
+    learn_temperature: bool = False
+    threshold: float | None = None
+    threshold_metric: str = "probability"
+    oos_label: str = "oos"
+
+    def __post_init__(self) -> None:
+        if self.metric not in matching.METRICS:
+            raise TextMatchError(f"metric must be one of {matching.METRICS}, got {self.metric!r}")
+        if self.aggregation not in ("none", "prototype"):
+            raise TextMatchError(f"aggregation must be 'none' or 'prototype', got {self.aggregation!r}")
+        if not (isinstance(self.temperature, (int, float)) and self.temperature > 0):
+            raise TextMatchError(f"temperature must be a positive number, got {self.temperature!r}")
+        if int(self.fce_steps) < 1:
+            raise TextMatchError(f"fce_steps must be at least 1, got {self.fce_steps}")
+        if self.threshold_metric not in ("probability", "similarity"):
+            raise TextMatchError(
+                f"threshold_metric must be 'probability' or 'similarity', got {self.threshold_metric!r}"
+            )
+        if self.threshold is not None and not isinstance(self.threshold, (int, float)):
+            raise TextMatchError(f"threshold must be a number or None, got {self.threshold!r}")
+
+
+
+@dataclass
+class Prediction:
+    """What `MatchingNetwork.classify` returns for n texts, from one encoding of each.
+
+    labels: the predicted class of each text (`oos_label` below the threshold), (n,).
+    probabilities: P(y | x, S) of eq. 1, (n, n_classes), columns in `classes` order.
+    best_similarity: each text's highest similarity to any support example, (n,).
+    """
+
+    labels: list[Hashable]
+    probabilities: np.ndarray
+    best_similarity: np.ndarray
+    classes: list[Hashable]
+
+
+class MatchingNetwork(nn.Module):
+    """A Matching Network for text.
+
+    >>> model = MatchingNetwork.from_pretrained("sentence-transformers/all-MiniLM-L6-v2")
+    >>> model.fit(["hi there", "bye now", ...], ["greet", "bye", ...])
+    >>> model.predict(["hello!"])
+    """
+
+    # Renders README.md for save_pretrained: (model, model_path) -> Markdown. The hub sets it
+    # (textmatch.hub.model_card, imported by `import textmatch`), so the core never imports the
+    # card; None saves no card.
+    model_card_writer: ClassVar[Callable[["MatchingNetwork", str], str] | None] = None
+
+    def __init__(
+        self,
+        query_encoder: Encoder,
+        support_encoder: Encoder | None = None,
+        config: MatchingNetworkConfig | None = None,
+    ) -> None:
+        super().__init__()
+        self.config = config or MatchingNetworkConfig(share_weights=support_encoder is None)
+        if support_encoder is None or self.config.share_weights:
+            support_encoder = query_encoder
+            self.config.share_weights = True
+        if support_encoder.dim != query_encoder.dim:
+            raise TextMatchError(
+                f"f' and g' must have the same size, got {query_encoder.dim} and {support_encoder.dim}"
+            )
+        self.query_encoder = query_encoder  # f'
+        self.support_encoder = support_encoder  # g' (the same module when weights are shared)
+        dim = query_encoder.dim
+        self.support_fce = SupportFCE(dim, self.config.fce_scale_init) if self.config.fce else None
+        self.query_fce = (
+            QueryFCE(dim, self.config.fce_steps, self.config.fce_scale_init) if self.config.fce else None
+        )
+        self.log_temperature = nn.Parameter(
+            torch.tensor(math.log(self.config.temperature)), requires_grad=self.config.learn_temperature
+        )
+        self.base_model: str = ""
+        self.backend = "torch"  # inference backend, see set_backend
+        self._backend_options: dict[str, Any] = {}
+        self._runners: dict[int, Any] = {}  # id(encoder) -> ONNX Runtime runner
+        self.model_dir: Path | None = None  # the textmatch folder this model was loaded from, if any
+        self.model_card_data = ModelCardData()  # what README.md says beyond the model itself
+        self._clear_support()
+
+    # -- construction -----------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(
+        cls,
+        model_name_or_path: str | os.PathLike = DEFAULT_MODEL,
+        *,
+        revision: str | None = None,
+        token: str | bool | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        trust_remote_code: bool = False,
+        allow_pickle: bool = False,
+        pooling: str | None = None,
+        max_length: int | None = None,
+        device: str | torch.device | None = None,
+        backend: str = "torch",
+        num_threads: int | None = None,
+        **config_kwargs: Any,
+    ) -> "MatchingNetwork":
+        """Load a model saved by textmatch, or build one over a transformers / sentence-transformers
+        checkpoint: a local folder or a Hub repo id (at `revision`, with `token` for private
+        repos; the Hugging Face cache serves it offline). `config_kwargs` set
+        MatchingNetworkConfig fields (for a saved model they override the saved values:
+        threshold, temperature, ...). Weights load from safetensors only; `allow_pickle=True`
+        lets a plain transformers checkpoint you trust load from pickle files. `backend`
+        ("torch", "onnx", "onnx-int8") picks the inference engine, see `set_backend`."""
+        name = str(model_name_or_path)
+        folder = resolve_model(name, revision=revision, token=token, cache_dir=cache_dir, allow_pickle=allow_pickle)
+        saved = read_textmatch_config(folder)
+        if saved is not None:
+            model = cls._from_saved(folder, saved, config_kwargs)
+            model.model_dir = folder
+        else:
+            encoder = TransformerEncoder.from_pretrained(
+                str(folder),
+                pooling=pooling,
+                max_length=max_length,
+                trust_remote_code=trust_remote_code,
+                allow_pickle=allow_pickle,
+            )
+            encoder.config.base_model = name
+            config = MatchingNetworkConfig(**config_kwargs)
+            support = None if config.share_weights else copy.deepcopy(encoder)
+            model = cls(encoder, support, config)
+            model.base_model = name
+        model.eval()
+        if device is not None:
+            model.to(device)
+        if backend != "torch":
+            model.set_backend(backend, num_threads=num_threads)
+        return model
+
+    # -- inference backends -----------------------------------------------------------------
+    def set_backend(self, backend: str = "torch", num_threads: int | None = None, cache_dir: str | os.PathLike | None = None) -> "MatchingNetwork":
+        """Choose how encoders run at inference: "torch", "onnx" (ONNX Runtime, fused graph) or
+        "onnx-int8" (dynamically quantised weights). Training always uses torch. The ONNX export
+        happens here (cached; redone when the weights change). Returns self."""
+        from ..backends.onnx import check_backend, onnx_encoder
+
+        check_backend(backend)
+        if backend != "torch" and self.device.type != "cpu":
+            raise TextMatchError(f"backend {backend!r} runs on the CPU; move the model with model.to('cpu') first")
+        self.backend = backend
+        self._backend_options = {"num_threads": num_threads, "cache_dir": Path(cache_dir) if cache_dir else None}
+        self._runners = {}
+        if backend != "torch":
+            for encoder in {id(e): e for e in (self.query_encoder, self.support_encoder)}.values():
+                self._runners[id(encoder)] = onnx_encoder(encoder, backend, model_dir=self.model_dir, **self._backend_options)
+        return self
+
+    def reset_backend(self) -> None:
+        """Forget ONNX sessions after the weights changed (training); they are rebuilt on next use."""
+        self._runners = {}
+
+    def backend_runner(self, encoder: Encoder) -> Any:
+        """The callable that runs `encoder` (tokenised features -> (batch, dim) embeddings) on the
+        current inference backend: the encoder itself for "torch", else its ONNX Runtime runner
+        (built on first use; its `session` is the onnxruntime.InferenceSession)."""
+        if self.backend == "torch":
+            return encoder
+        runner = self._runners.get(id(encoder))
+        if runner is None:
+            from ..backends.onnx import onnx_encoder
+
+            runner = onnx_encoder(encoder, self.backend, model_dir=self.model_dir, **self._backend_options)
+            self._runners[id(encoder)] = runner
+        return runner
+
+    def _forward_for(self, encoder: Encoder) -> Any:
+        """The encoder's forward at inference for the current backend (torch when gradients flow)."""
+        return encoder if torch.is_grad_enabled() else self.backend_runner(encoder)
+
+    def __getstate__(self) -> dict[str, Any]:  # copies and pickles drop ONNX sessions (rebuilt on use)
+        state = self.__dict__.copy()
+        state["_runners"] = {}
+        return state
+
+    @classmethod
+    def _from_saved(cls, folder: Path, saved: dict[str, Any], overrides: dict[str, Any]) -> "MatchingNetwork":
+        from safetensors.torch import load_file
+
+        version = saved.get("format_version")
+        if not isinstance(version, int) or version > FORMAT_VERSION or version < 1:
+            raise TextMatchError(
+                f"{folder / CONFIG_NAME} has format version {version!r}; this textmatch reads versions "
+                f"1..{FORMAT_VERSION}. Upgrade textmatch (pip install -U textmatch) or save the model again"
+            )
+        try:
+            config = MatchingNetworkConfig.from_dict({**saved["matching"], **overrides})
+            encoders = {}
+            for role in ("query_encoder", "support_encoder"):
+                spec = saved.get(role)
+                if spec is None:
+                    continue
+                encoders[role] = encoder_class(spec["type"]).from_saved(folder / role, spec["config"])
+        except (KeyError, TypeError) as exc:
+            raise TextMatchError(f"{folder / CONFIG_NAME} is malformed (missing {exc}); save the model again") from None
+        except ValueError as exc:
+            raise TextMatchError(f"{folder / CONFIG_NAME}: {exc}") from None
+        model = cls(encoders["query_encoder"], encoders.get("support_encoder"), config)
+        model.base_model = saved.get("base_model", "")
+        try:  # folders saved before model cards have no "model_card_data": defaults
+            model.model_card_data = ModelCardData.from_dict(saved.get("model_card_data"))
+        except TextMatchError as exc:
+            warnings.warn(f"{folder / CONFIG_NAME}: ignoring its model card data ({exc})", stacklevel=3)
+
+        weights = require_safetensors(folder, WEIGHTS_NAME)
+        try:
+            state = load_file(str(weights))
+        except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
+            raise TextMatchError(
+                f"{weights} is corrupt or truncated ({type(exc).__name__}: {exc}); download or save the model again"
+            ) from None
+        if "temperature" in overrides:  # an explicit temperature= overrides the saved one
+            state["log_temperature"] = model.log_temperature.detach().clone()
+        state.setdefault("log_temperature", model.log_temperature.detach().clone())
+        try:
+            model.load_state_dict(_expand_shared(state, model), strict=True)
+        except RuntimeError as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise TextMatchError(
+                f"{weights} does not match the architecture in {CONFIG_NAME} ({first}); save the model again"
+            ) from None
+
+        support_file = folder / SUPPORT_NAME
+        if support_file.is_file():
+            support = json.loads(support_file.read_text(encoding="utf-8"))
+            model._load_support(support["texts"], support["labels"], folder / SUPPORT_EMBEDDINGS_NAME)
+        return model
+
+    # -- embeddings -------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return self.log_temperature.device
+
+    @property
+    def temperature(self) -> torch.Tensor:
+        """tau of eq. 2 (a tensor: trained when learn_temperature is set)."""
+        return self.log_temperature.exp()
+
+    def embed(self, encoder: Encoder, texts: Sequence[str], batch_size: int = 32, show_progress_bar: bool = False) -> torch.Tensor:
+        """Base embeddings f'(x) or g'(x) of `texts` in length-sorted batches: (n, dim).
+
+        Gradients flow when grad mode is on (training); callers wrap inference in
+        torch.inference_mode.
+        """
+        if batch_size < 1:
+            raise TextMatchError(f"batch_size must be at least 1, got {batch_size}")
+        if len(texts) == 0:
+            return torch.zeros(0, encoder.dim, device=self.device)
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        forward = self._forward_for(encoder)
+        chunks = []
+        starts = range(0, len(texts), batch_size)
+        if show_progress_bar:
+            from tqdm.auto import tqdm
+
+            starts = tqdm(starts, desc="Encoding", unit="batch")
+        for start in starts:
+            batch = [texts[i] for i in order[start : start + batch_size]]
+            features = {k: v.to(self.device) for k, v in encoder.tokenize(batch).items()}
+            chunks.append(forward(features).to(self.device))  # (batch, dim)
+        emb = torch.cat(chunks)  # (n, dim), in length order
+        inverse = torch.empty(len(order), dtype=torch.long, device=emb.device)
+        inverse[torch.tensor(order, device=emb.device)] = torch.arange(len(order), device=emb.device)
+        return emb[inverse]  # (n, dim), in input order
+
+    def support_embeddings(self, base: torch.Tensor) -> torch.Tensor:
+        """g(x_i, S) from g'(x_i): the FCE BiLSTM when enabled, else the identity. (n_support, dim)"""
+        return self.support_fce(base) if self.support_fce is not None else base
+
+    def query_embeddings(self, base: torch.Tensor, support: torch.Tensor) -> torch.Tensor:
+        """f(x, S) from f'(x) and g(S): the attention LSTM when FCE is on. (n_query, dim)"""
+        return self.query_fce(base, support) if self.query_fce is not None else base
+
+    def log_probs(self, query: torch.Tensor, support: torch.Tensor, support_labels: torch.Tensor, n_classes: int) -> torch.Tensor:
+        """log P(y | x, S) of eq. 1 for f(x, S) (n_query, dim) and g(S) (n_support, dim) -> (n_query, n_classes)."""
+        return matching.matching_log_probs(
+            query,
+            support,
+            support_labels,
+            n_classes,
+            temperature=self.temperature,
+            metric=self.config.metric,  # type: ignore[arg-type]
+            aggregation=self.config.aggregation,  # type: ignore[arg-type]
+        )
+
+    def episode_log_probs(self, episode: Any, batch_size: int = 64) -> torch.Tensor:
+        """Eq. 1 on one episode's queries, with gradients: (n_query, n_way)."""
+        g_base = self.embed(self.support_encoder, episode.support_texts, batch_size)  # (k, dim)
+        g = self.support_embeddings(g_base)
+        f_base = self.embed(self.query_encoder, episode.query_texts, batch_size)  # (q, dim)
+        f = self.query_embeddings(f_base, g)
+        labels = torch.tensor(episode.support_labels, device=self.device)
+        return self.log_probs(f, g, labels, episode.n_way)
+
+    def encode(
+        self,
+        sentences: str | Sequence[str],
+        batch_size: int = 32,
+        show_progress_bar: bool = False,
+        normalize_embeddings: bool = True,
+        convert_to_numpy: bool = True,
+        convert_to_tensor: bool = False,
+        role: str = "query",
+    ) -> np.ndarray | torch.Tensor:
+        """Embed sentences with f' (role="query") or g' (role="support"), like
+        sentence-transformers' `encode`: a string gives (dim,), a list (n, dim)."""
+        if role not in ("query", "support"):
+            raise TextMatchError(f"role must be 'query' or 'support', got {role!r}")
+        single = isinstance(sentences, str)
+        texts = validate_texts([sentences] if single else sentences, "sentence")
+        encoder = self.query_encoder if role == "query" else self.support_encoder
+        with torch.inference_mode(), _eval_mode(self):
+            emb = self.embed(encoder, texts, batch_size, show_progress_bar)
+            if normalize_embeddings:
+                emb = torch.nn.functional.normalize(emb, dim=-1)
+        emb = emb[0] if single else emb
+        if convert_to_tensor or not convert_to_numpy:
+            return emb.clone()
+        return emb.cpu().numpy()
+
+    # -- the support set --------------------------------------------------------------------
+    def _clear_support(self) -> None:
+        self.support_texts: list[str] = []
+        self.support_labels: list[Hashable] = []
+        self.classes_: list[Hashable] = []
+        # Non-persistent buffers: they follow model.to(device) but stay out of model.safetensors.
+        self.register_buffer("_support_base", None, persistent=False)  # g'(S), (n_support, dim)
+        self.register_buffer("_support_emb", None, persistent=False)  # g(S), (n_support, dim)
+        self.register_buffer("_support_label_ids", None, persistent=False)  # (n_support,)
+
+    @property
+    def support_embeddings_(self) -> torch.Tensor | None:
+        """g(x_i, S) of the stored support set, (n_support, dim), rows in `support_texts` order;
+        None before `fit`. With FCE off it equals `support_base_embeddings_`."""
+        return self._support_emb
+
+    @property
+    def support_base_embeddings_(self) -> torch.Tensor | None:
+        """g'(x_i) of the stored support set (before FCE), (n_support, dim); None before `fit`."""
+        return self._support_base
+
+    @property
+    def support_label_ids_(self) -> torch.Tensor | None:
+        """Each support example's class as a position in `classes_`, (n_support,); None before `fit`."""
+        return self._support_label_ids
+
+    def fit(self, texts: Sequence[str], labels: Sequence[Hashable], append: bool = False, batch_size: int = 32, show_progress_bar: bool = False) -> "MatchingNetwork":
+        """Set the support set S (no training) and cache g(S).
+
+        append=True adds the examples to the current support set, so new classes (or more
+        examples of old ones) are used at once without retraining; only the new texts are
+        encoded. Returns self.
+        """
+        new_texts, new_labels = validate_support(texts, labels, min_classes=1)
+        if append and self._support_base is not None:
+            all_texts, all_labels = self.support_texts + new_texts, self.support_labels + new_labels
+        else:
+            all_texts, all_labels = new_texts, new_labels
+        validate_support(all_texts, all_labels, min_classes=2)
+        with torch.inference_mode(), _eval_mode(self):
+            base = self.embed(self.support_encoder, new_texts, batch_size, show_progress_bar)
+        if append and self._support_base is not None:
+            base = torch.cat([self._support_base, base])
+        self._set_support(all_texts, all_labels, base)
+        return self
+
+    def add_examples(self, texts: Sequence[str], labels: Sequence[Hashable]) -> "MatchingNetwork":
+        """Add labelled examples (possibly of new classes) to the support set: fit(append=True)."""
+        return self.fit(texts, labels, append=True)
+
+    def _set_support(self, texts: list[str], labels: list[Hashable], base: torch.Tensor) -> None:
+        self.support_texts, self.support_labels = list(texts), list(labels)
+        self.classes_ = sorted_classes(labels)
+        index = {c: i for i, c in enumerate(self.classes_)}
+        self._support_label_ids = torch.tensor([index[y] for y in labels], device=self.device)
+        self._support_base = base.detach()
+        with torch.inference_mode(), _eval_mode(self):
+            self._support_emb = self.support_embeddings(self._support_base).detach()
+
+    def _load_support(self, texts: list[str], labels: list[Hashable], embeddings_file: Path) -> None:
+        base = None
+        if embeddings_file.is_file():
+            from safetensors.torch import load_file
+
+            try:
+                cached = load_file(str(embeddings_file))["support_base"]
+            except Exception as exc:  # noqa: BLE001
+                raise TextMatchError(
+                    f"{embeddings_file} is corrupt ({type(exc).__name__}); delete it to re-encode the support set"
+                ) from None
+            if cached.shape == (len(texts), self.support_encoder.dim):
+                base = cached.to(self.device)
+        if base is None:
+            self.fit(texts, labels)
+        else:
+            self._set_support(texts, labels, base)
+
+    def _require_support(self) -> None:
+        if self._support_emb is None:
+            raise TextMatchError("the model has no support set yet; call model.fit(texts, labels) first")
+
+    # -- prediction -------------------------------------------------------------------------
+    def score_embeddings(self, query_base: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Eq. 1 for precomputed f'(x) embeddings (n, dim), e.g. from `encode(..., normalize_embeddings=False)`:
+        class probabilities (n, n_classes) in `classes_` order and each query's best raw
+        similarity to any support example (n,). FCE, when on, is applied here."""
+        self._require_support()
+        assert self._support_emb is not None and self._support_label_ids is not None
+        if query_base.ndim != 2 or query_base.shape[-1] != self._support_emb.shape[-1]:
+            raise TextMatchError(
+                f"query embeddings must have shape (n, {self._support_emb.shape[-1]}), got {tuple(query_base.shape)}"
+            )
+        with torch.inference_mode(), _eval_mode(self):
+            f_base = query_base.to(self.device, self._support_emb.dtype)
+            f = self.query_embeddings(f_base, self._support_emb)  # (n, dim)
+            lp = self.log_probs(f, self._support_emb, self._support_label_ids, len(self.classes_))  # (n, n_classes)
+            sim = matching.similarity(f, self._support_emb, self.config.metric)  # type: ignore[arg-type]
+            return lp.exp(), sim.max(dim=-1).values  # (n, n_classes), (n,)
+
+    def _scores(self, texts: Sequence[str], batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Class probabilities (n, n_classes) and best raw similarity to any support (n,)."""
+        self._require_support()
+        queries = validate_texts(texts, "query")
+        probs, best_sim = [], []
+        with torch.inference_mode(), _eval_mode(self):
+            for start in range(0, len(queries), batch_size):
+                f_base = self.embed(self.query_encoder, queries[start : start + batch_size], batch_size)  # (batch, dim)
+                p, sim = self.score_embeddings(f_base)
+                probs.append(p)
+                best_sim.append(sim)
+        if not probs:
+            return torch.zeros(0, len(self.classes_)), torch.zeros(0)
+        return torch.cat(probs).cpu(), torch.cat(best_sim).cpu()
+
+    def classify(self, texts: Sequence[str], batch_size: int = 64, threshold: float | None = None) -> Prediction:
+        """Labels, probabilities and best similarities of `texts` from one encoding of each:
+        what `predict` and `predict_proba` return together. With a threshold (argument or
+        config), texts whose best probability (or similarity, see `threshold_metric`) is below
+        it get `oos_label`."""
+        probs, best_sim = self._scores(texts, batch_size)
+        threshold = self.config.threshold if threshold is None else threshold
+        top = probs.argmax(dim=-1).tolist() if len(probs) else []
+        labels: list[Hashable] = [self.classes_[i] for i in top]
+        if threshold is not None:
+            score = probs.max(dim=-1).values if self.config.threshold_metric == "probability" else best_sim
+            labels = [self.config.oos_label if s < threshold else y for y, s in zip(labels, score.tolist())]
+        return Prediction(labels, probs.numpy(), best_sim.numpy(), list(self.classes_))
+
+    def predict_proba(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        """P(y | x, S) of eq. 1 for each text: (n_texts, n_classes), columns in `classes_` order."""
+        return self._scores(texts, batch_size)[0].numpy()
+
+    def predict(self, texts: Sequence[str], batch_size: int = 64, threshold: float | None = None) -> list[Hashable]:
+        """The most probable class of each text; with a threshold (argument or config), texts whose
+        best probability (or similarity, see `threshold_metric`) is below it get `oos_label`."""
+        return self.classify(texts, batch_size, threshold).labels
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:  # model(texts) predicts, as in setfit
+        if args and (isinstance(args[0], str) or (isinstance(args[0], (list, tuple)) and args[0] and isinstance(args[0][0], str))):
+            texts = [args[0]] if isinstance(args[0], str) else args[0]
+            out = self.predict(texts, **kwargs)
+            return out[0] if isinstance(args[0], str) else out
+        return super().__call__(*args, **kwargs)
+
+    # -- saving -----------------------------------------------------------------------------
+    def config_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "library_name": LIBRARY_NAME,
+            "format_version": FORMAT_VERSION,
+            "base_model": self.base_model,
+            "matching": self.config.to_dict(),
+            "query_encoder": {"type": self.query_encoder.encoder_type, "config": self.query_encoder.config_dict()},
+            "classes": [_jsonable(c) for c in self.classes_],
+            "model_card_data": self.model_card_data.to_dict(),
+        }
+        out["matching"]["temperature"] = float(self.temperature.detach())
+        if not self.config.share_weights:
+            out["support_encoder"] = {
+                "type": self.support_encoder.encoder_type,
+                "config": self.support_encoder.config_dict(),
+            }
+        return out
+
+    def save_pretrained(self, save_directory: str | os.PathLike) -> Path:
+        """Write config.json, model.safetensors, the encoders' tokenizer/config files, the
+        support set and a model card (README.md), so the folder predicts on its own. The folder is written next to its
+        target and renamed into place: an interrupted save leaves an existing model intact."""
+        from safetensors.torch import save_file
+
+        with atomic_dir(save_directory, carry_over=lambda name: name not in OWN_FILES) as tmp:
+            (tmp / CONFIG_NAME).write_text(json.dumps(self.config_dict(), indent=2) + "\n", encoding="utf-8")
+            self.query_encoder.save(tmp / "query_encoder")
+            if not self.config.share_weights:
+                self.support_encoder.save(tmp / "support_encoder")
+            state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items() if not _is_shared_key(k, self)}
+            # one metadata key: safetensors writes several in no fixed order, and byte-identical
+            # files for identical weights keep Hub uploads deduplicated and diffs honest
+            save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
+            if self._support_base is not None:
+                support = {"texts": self.support_texts, "labels": [_jsonable(y) for y in self.support_labels]}
+                (tmp / SUPPORT_NAME).write_text(json.dumps(support, ensure_ascii=False) + "\n", encoding="utf-8")
+                save_file({"support_base": self._support_base.cpu().contiguous()}, str(tmp / SUPPORT_EMBEDDINGS_NAME))
+            writer = type(self).model_card_writer
+            if writer is not None:
+                (tmp / MODEL_CARD_NAME).write_text(writer(self, str(save_directory)), encoding="utf-8")
+        return Path(save_directory).expanduser().resolve()
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        token: str | bool | None = None,
+        private: bool | None = None,
+        commit_message: str = "Upload textmatch model",
+        revision: str | None = None,
+        create_pr: bool = False,
+    ) -> Any:
+        """Save the model (weights as safetensors, config, tokenizer, support set, model card) and
+        upload it to the Hub repo `repo_id` in one commit, creating the repo if needed.
+
+        Log in first with `hf auth login` (or set HF_TOKEN), or pass `token=`. Returns
+        huggingface_hub's CommitInfo."""
+        from ..hub.push import push_folder_to_hub
+
+        card = getattr(self, "model_card_data", None)
+        if card is not None:
+            card.model_id = repo_id
+        with tempfile.TemporaryDirectory(prefix="textmatch-push-") as tmp:
+            folder = self.save_pretrained(Path(tmp) / "model")
+            return push_folder_to_hub(
+                folder,
+                repo_id,
+                token=token,
+                private=private,
+                commit_message=commit_message,
+                revision=revision,
+                create_pr=create_pr,
+            )
+
+
+# -- helpers -----------------------------------------------------------------------------------
+def read_textmatch_config(folder: str | os.PathLike) -> dict[str, Any] | None:
+    """The textmatch config in `folder`, or None for a plain transformers folder (or no folder);
+    a config.json that is not JSON is an error."""
+    path = Path(folder) / CONFIG_NAME
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise TextMatchError(f"{path} is not valid JSON ({exc}); the model folder is corrupt") from None
+    if isinstance(data, dict) and data.get("library_name") == LIBRARY_NAME:
+        return data
+    return None
+
+
+def is_textmatch_folder(folder: str | os.PathLike) -> bool:
+    """True when `folder` holds a model saved by textmatch (its config.json says so)."""
+    return read_textmatch_config(folder) is not None
+
+
+def _is_shared_key(key: str, model: MatchingNetwork) -> bool:
+    return model.config.share_weights and key.startswith("support_encoder.")
+
+
+def _expand_shared(state: dict[str, torch.Tensor], model: MatchingNetwork) -> dict[str, torch.Tensor]:
+    """Saved files hold shared encoder weights once; load_state_dict wants both names."""
+    if not model.config.share_weights:
+        return state
+    out = dict(state)
+    for k, v in state.items():
+        if k.startswith("query_encoder."):
+            out["support_encoder." + k[len("query_encoder.") :]] = v
+    return out
+
+
+def _jsonable(value: Any) -> Any:
+    return value.item() if hasattr(value, "item") else value
+
+
+class _eval_mode:
+    """Context manager: module in eval mode inside, previous mode restored after."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+
+    def __enter__(self) -> None:
+        self.was_training = self.module.training
+        self.module.eval()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.module.train(self.was_training)
+

@@ -1,0 +1,163 @@
+"""Document collections in, passages out.
+
+`read_corpus` turns a BEIR folder, a JSONL/JSON/CSV/TSV/Parquet file, a folder of `.txt` /
+`.md` files or a Hugging Face dataset into a stream of documents {"_id", "title", "text"}
+(Hugging Face datasets are streamed, so a corpus need not fit in memory). `split_passages`
+cuts a long document into overlapping windows of tokens; a document's score is later its best
+passage's.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from ..errors import TextMatchError
+
+TEXT_SUFFIXES = (".txt", ".md", ".markdown", ".rst")
+
+
+@dataclass(frozen=True)
+class Passage:
+    """A window of a document: `doc_id`, its position `index` in the document and its text."""
+
+    doc_id: str
+    index: int
+    text: str
+
+
+def _row_document(row: dict[str, Any], id_column: str, title_column: str, text_column: str, n: int) -> dict[str, str]:
+    doc_id = row.get(id_column, row.get("id") if id_column == "_id" else None)
+    if doc_id is None:
+        raise TextMatchError(
+            f"document {n} has no {id_column!r} field; its fields are {sorted(row)}: "
+            "name the id column with --id-column (id_column=)"
+        )
+    if text_column not in row:
+        raise TextMatchError(
+            f"document {n} has no {text_column!r} field; its fields are {sorted(row)}: "
+            "name the text column with --text-column (text_column=)"
+        )
+    title = row.get(title_column) or ""
+    text = row.get(text_column) or ""
+    return {"_id": str(doc_id), "title": str(title), "text": str(text)}
+
+
+def _read_text_folder(folder: Path) -> Iterator[dict[str, str]]:
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES)
+    if not files:
+        raise TextMatchError(f"{folder} holds no {', '.join(TEXT_SUFFIXES)} files and no corpus.jsonl")
+    for path in files:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise TextMatchError(f"{path} is not UTF-8 text; convert it or remove it from the folder") from None
+        title = path.stem
+        first = text.lstrip().splitlines()[0] if text.strip() else ""
+        if path.suffix.lower() in (".md", ".markdown") and first.startswith("#"):
+            title = first.lstrip("#").strip() or title
+        yield {"_id": path.relative_to(folder).as_posix(), "title": title, "text": text}
+
+
+def read_corpus(
+    source: Any,
+    id_column: str = "_id",
+    title_column: str = "title",
+    text_column: str = "text",
+    split: str | None = None,
+) -> Iterator[dict[str, str]]:
+    """Stream the documents of `source` as {"_id", "title", "text"} (all strings).
+
+    source: a BEIR folder (with corpus.jsonl), a .jsonl/.json/.csv/.tsv/.parquet file, a folder
+    of .txt/.md files (id = relative path, title = first Markdown heading or file name), a
+    Hugging Face dataset name (streamed, `split` default "corpus" or "train"), or an in-memory
+    `datasets.Dataset` / list of dicts. A plain `id` column is accepted for `_id`.
+    """
+    import datasets
+
+    if isinstance(source, (list, tuple)):
+        rows: Iterable[dict[str, Any]] = source
+    elif isinstance(source, (datasets.Dataset, datasets.IterableDataset)):
+        rows = source
+    else:
+        path = Path(str(source)).expanduser()
+        if path.is_dir() and (path / "corpus.jsonl").is_file():
+            path = path / "corpus.jsonl"
+        if path.is_dir():
+            yield from _read_text_folder(path)
+            return
+        from ..data.loading import load_text_dataset
+
+        if path.is_file():
+            rows = load_text_dataset(str(path), text_column=text_column, label_column=None, streaming=True)
+        elif str(source).startswith((".", "/", "~")) or path.suffix:
+            raise TextMatchError(f"corpus {str(source)!r} does not exist; check the path")
+        else:
+            try:
+                stream = datasets.load_dataset(str(source), streaming=True)
+            except Exception as exc:  # noqa: BLE001
+                raise TextMatchError(f"cannot read corpus {str(source)!r}: {type(exc).__name__}: {exc}".splitlines()[0]) from None
+            if isinstance(stream, datasets.IterableDatasetDict):
+                names = list(stream)
+                pick = split or next((n for n in ("corpus", "train") if n in names), None)
+                if pick not in names:
+                    raise TextMatchError(f"corpus {source!r} has splits {names}; pick one with --split")
+                stream = stream[pick]
+            rows = stream
+    for n, row in enumerate(rows):
+        yield _row_document(dict(row), id_column, title_column, text_column, n)
+
+
+def checked_documents(documents: Iterable[dict[str, str]], seen: set[str] | None = None) -> Iterator[dict[str, str]]:
+    """Pass documents through, refusing duplicate ids and skipping (with one counted warning at
+    the end) documents with neither title nor text. `seen` holds ids already indexed."""
+    seen = set() if seen is None else seen
+    empty: list[str] = []
+    count = 0
+    for doc in documents:
+        if doc["_id"] in seen:
+            raise TextMatchError(
+                f"document id {doc['_id']!r} appears twice (or is already in the index); ids must be unique"
+            )
+        seen.add(doc["_id"])
+        if not doc["text"].strip() and not doc["title"].strip():
+            empty.append(doc["_id"])
+            continue
+        count += 1
+        yield doc
+    if empty:
+        warnings.warn(
+            f"skipped {len(empty)} document(s) with no title and no text, e.g. {empty[0]!r}",
+            UserWarning,
+            stacklevel=2,
+        )
+    if count == 0:
+        raise TextMatchError("the corpus has no documents with text; nothing to index")
+
+
+def split_passages(title: str, text: str, tokenizer: Any, max_tokens: int = 256, overlap: int = 32) -> list[str]:
+    """Cut `title` + `text` into passages of at most `max_tokens` tokens (special tokens
+    included), consecutive windows sharing `overlap` tokens. Each passage starts with the
+    title, so a window from the middle of a document still says what it is about."""
+    if overlap < 0 or max_tokens < 8 or overlap >= max_tokens // 2:
+        raise TextMatchError(f"need max_tokens >= 8 and 0 <= overlap < max_tokens / 2, got {max_tokens} and {overlap}")
+    head = f"{title.strip()}. " if title.strip() else ""
+    body = " ".join(text.split())
+    if not body:
+        return [head.strip()]
+    encoded = tokenizer(body, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
+    offsets = encoded["offset_mapping"]
+    head_tokens = len(tokenizer(head, add_special_tokens=False)["input_ids"]) if head else 0
+    room = max(8, max_tokens - 2 - head_tokens)  # 2 special tokens ([CLS], [SEP])
+    if len(offsets) <= room:
+        return [head + body]
+    passages = []
+    step = room - overlap
+    for start in range(0, len(offsets), step):
+        window = offsets[start : start + room]
+        passages.append(head + body[window[0][0] : window[-1][1]])
+        if start + room >= len(offsets):
+            break
+    return passages

@@ -1,0 +1,351 @@
+"""Search over document collections with a MatchingNetwork: f embeds queries, g embeds passages.
+
+    score(q, d) = max over passages p of d of cos(f(q), g(p))      (eq. 2's similarity)
+
+An index folder holds the passage embeddings in a vector index (exact or FAISS), the passage
+and document ids, an optional BM25 index for hybrid search, and `index.json` with the model
+id and fingerprint, dimension, normalisation and format version. Building encodes the corpus
+in shards written to `<index>.partial/` so that an interrupted build resumes without
+re-encoding finished shards; the finished folder is renamed into place atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import torch
+
+from ..config import ConfigMixin
+from ..files import atomic_dir
+from ..errors import TextMatchError
+from .corpus import checked_documents, read_corpus, split_passages
+from .ranking import top_k as best
+from .vector_index import INDEX_KINDS
+
+INDEX_FORMAT_VERSION = 1
+INDEX_CONFIG = "index.json"
+PASSAGES_FILE = "passages.jsonl"
+MODES = ("dense", "bm25", "hybrid")
+FUSIONS = ("rrf", "weighted")
+
+
+@dataclass
+class IndexConfig(ConfigMixin):
+    """How a corpus is indexed.
+
+    index_kind: the vector index, one of `INDEX_KINDS` (see textmatch.retrieval.vector_index); passage_tokens /
+    passage_overlap: passage windows in tokens; bm25: also build a BM25 index (hybrid search);
+    shard_size: passages per resumable encoding shard; batch_size: texts per forward pass.
+    """
+
+    index_kind: str = "auto"
+    passage_tokens: int = 256
+    passage_overlap: int = 32
+    bm25: bool = True
+    shard_size: int = 2048
+    batch_size: int = 32
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "IndexConfig":
+        """As ConfigMixin.from_dict; index folders written before 0.2 name the kind "backend"."""
+        data = dict(data)
+        if "backend" in data:
+            data.setdefault("index_kind", data.pop("backend"))
+        return super().from_dict(data)
+
+    def __post_init__(self) -> None:
+        if self.index_kind not in INDEX_KINDS:
+            raise TextMatchError(f"index_kind must be one of {INDEX_KINDS}, got {self.index_kind!r}")
+        if self.shard_size < 1 or self.batch_size < 1:
+            raise TextMatchError("shard_size and batch_size must be positive")
+        if self.passage_tokens < 8 or not 0 <= self.passage_overlap < self.passage_tokens // 2:
+            raise TextMatchError(
+                f"need passage_tokens >= 8 and 0 <= passage_overlap < passage_tokens / 2, got "
+                f"{self.passage_tokens} and {self.passage_overlap}"
+            )
+
+
+def model_fingerprint(model: Any) -> str:
+    """Identifies the weights of f' and g' (an index is only valid with the model that built it)."""
+    from ..backends.onnx import fingerprint
+
+    encoders = {id(e): e for e in (model.query_encoder, model.support_encoder)}.values()  # shared: hash once
+    return "-".join(sorted({fingerprint(e) for e in encoders}))
+
+
+class Retriever:
+    """A searchable index of documents.
+
+    >>> retriever = Retriever.build(model, "docs/", "my_index")     # or a BEIR folder, JSONL, CSV, dataset
+    >>> retriever.search(["how do I reset my password"], top_k=5)
+    """
+
+    def __init__(self, model: Any, folder: Path, config: IndexConfig, meta: dict[str, Any], vectors: Any,
+                 passage_docs: list[str], bm25: Any | None) -> None:
+        self.model = model
+        self.folder = folder
+        self.config = config
+        self.meta = meta
+        self.vectors = vectors  # textmatch.index.VectorIndex over passage embeddings
+        self.passage_docs = passage_docs  # passage position -> document id
+        self.bm25 = bm25
+        self.last_build: dict[str, int] = {}  # shards / reused_shards / new_passages of the last build or add
+
+    # -- building ---------------------------------------------------------------------------
+    @classmethod
+    def build(cls, model: Any, corpus: Any, folder: str | os.PathLike, config: IndexConfig | None = None,
+              show_progress_bar: bool = True, **corpus_options: Any) -> "Retriever":
+        """Index `corpus` (see textmatch.corpus.read_corpus) with `model` into `folder`."""
+        config = config or IndexConfig()
+        folder = Path(folder).expanduser().resolve()
+        documents = checked_documents(read_corpus(corpus, **corpus_options))
+        return cls._write(model, folder, config, documents, existing=None, show_progress_bar=show_progress_bar)
+
+    def add(self, corpus: Any, show_progress_bar: bool = True, **corpus_options: Any) -> "Retriever":
+        """Append new documents (ids must be new) and rewrite the folder atomically."""
+        documents = checked_documents(read_corpus(corpus, **corpus_options), seen=set(self.passage_docs))
+        new = self._write(self.model, self.folder, self.config, documents, existing=self, show_progress_bar=show_progress_bar)
+        self.__dict__.update(new.__dict__)
+        return self
+
+    @classmethod
+    def _write(cls, model: Any, folder: Path, config: IndexConfig, documents: Iterable[dict[str, str]],
+               existing: "Retriever | None", show_progress_bar: bool) -> "Retriever":
+        from .vector_index import load_index, make_index
+
+        tokenizer = model.support_encoder.tokenizer
+        max_tokens = min(config.passage_tokens, model.support_encoder.max_length)
+        overlap = min(config.passage_overlap, max_tokens // 4)  # a short model limit shrinks both
+        passages: list[tuple[str, str]] = []  # (doc_id, text)
+        for doc in documents:
+            for text in split_passages(doc["title"], doc["text"], tokenizer, max_tokens, overlap):
+                passages.append((doc["_id"], text))
+        fingerprint = model_fingerprint(model)
+        embeddings, reused, n_shards = _encode_resumable(
+            model, [t for _, t in passages], folder, fingerprint, config, show_progress_bar
+        )
+
+        with atomic_dir(folder) as tmp:
+            if existing is not None:
+                vectors = load_index(existing.folder, existing.meta["vector_index"])
+                all_docs = existing.passage_docs + [d for d, _ in passages]
+                all_texts = _read_passage_texts(existing.folder) + [t for _, t in passages]
+            else:
+                vectors = make_index(config.index_kind, embeddings.shape[1], n_expected=len(passages))
+                all_docs = [d for d, _ in passages]
+                all_texts = [t for _, t in passages]
+            start = len(all_docs) - len(passages)
+            vectors.add(embeddings, [str(i) for i in range(start, len(all_docs))])
+            vectors.save(tmp)
+            with open(tmp / PASSAGES_FILE, "w", encoding="utf-8") as fh:
+                for doc_id, text in zip(all_docs, all_texts):
+                    fh.write(json.dumps({"doc_id": doc_id, "text": text}, ensure_ascii=False) + "\n")
+            bm25 = None
+            if config.bm25:
+                from .bm25 import BM25Index
+
+                bm25 = BM25Index()
+                bm25.build(all_texts, [str(i) for i in range(len(all_texts))])
+                (tmp / "bm25").mkdir()
+                bm25.save(tmp / "bm25")
+            meta = {
+                "format_version": INDEX_FORMAT_VERSION,
+                "library_name": "textmatch",
+                "model": _model_id(model),
+                "model_fingerprint": fingerprint,
+                "dim": int(embeddings.shape[1]),
+                "normalized": True,
+                "metric": "cosine",
+                "n_documents": len(dict.fromkeys(all_docs)),
+                "n_passages": len(all_docs),
+                "config": config.to_dict(),
+                "vector_index": vectors.meta(),
+                "bm25": bm25.meta() if bm25 is not None else None,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            }
+            (tmp / INDEX_CONFIG).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        shutil.rmtree(_partial_dir(folder), ignore_errors=True)
+        retriever = cls(model, folder, config, meta, vectors, all_docs, bm25)
+        retriever.last_build = {"shards": n_shards, "reused_shards": reused, "new_passages": len(passages)}
+        return retriever
+
+    # -- loading ----------------------------------------------------------------------------
+    @classmethod
+    def load(cls, folder: str | os.PathLike, model: Any = None, **model_kwargs: Any) -> "Retriever":
+        """Open an index folder. Without `model`, the model named in index.json is loaded; a model
+        whose weights differ from the ones that built the index is refused."""
+        from .vector_index import load_index
+
+        folder = Path(folder).expanduser().resolve()
+        meta = read_index_meta(folder)
+        if model is None:
+            from ..core.modeling import MatchingNetwork
+
+            model = MatchingNetwork.from_pretrained(meta["model"], **model_kwargs)
+        fingerprint = model_fingerprint(model)
+        if fingerprint != meta["model_fingerprint"]:
+            raise TextMatchError(
+                f"the index in {folder} was built with model {meta['model']!r} (fingerprint {meta['model_fingerprint']}), "
+                f"but the model given has fingerprint {fingerprint}: search with the same model, or build the index again"
+            )
+        config = IndexConfig.from_dict(meta["config"])
+        vectors = load_index(folder, meta["vector_index"])
+        passage_docs = [json.loads(line)["doc_id"] for line in open(folder / PASSAGES_FILE, encoding="utf-8")]
+        bm25 = None
+        if meta.get("bm25") is not None:
+            from .bm25 import BM25Index
+
+            bm25 = BM25Index.load(folder / "bm25")
+        return cls(model, folder, config, meta, vectors, passage_docs, bm25)
+
+    # -- searching --------------------------------------------------------------------------
+    def search(self, queries: Sequence[str], top_k: int = 10, mode: str = "dense", fusion: str = "rrf",
+               dense_weight: float = 0.5, depth: int | None = None) -> list[list[tuple[str, float]]]:
+        """The `top_k` documents of each query as (doc_id, score), best first.
+
+        mode: "dense" (cosine of f(q) and g(passage), a document scores its best passage),
+        "bm25", or "hybrid" (both, fused by reciprocal-rank fusion or a weighted sum of min-max
+        normalised scores with `dense_weight`). depth: passages retrieved per query before
+        documents are collapsed (default 4 * top_k, at least 100)."""
+        from ..data.validation import validate_texts
+
+        if not isinstance(top_k, (int, np.integer)) or top_k <= 0:
+            raise TextMatchError(f"top_k must be a positive integer, got {top_k!r}")
+        if mode not in MODES:
+            raise TextMatchError(f"mode must be one of {MODES}, got {mode!r}")
+        if fusion not in FUSIONS:
+            raise TextMatchError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
+        if mode != "dense" and self.bm25 is None:
+            raise TextMatchError(f"mode {mode!r} needs a BM25 index; build the index with bm25=True (the default)")
+        queries = validate_texts(queries, "query")
+        depth = depth or max(100, 4 * top_k)
+        runs = []
+        if mode in ("dense", "hybrid"):
+            runs.append(self._dense_run(queries, depth))
+        if mode in ("bm25", "hybrid"):
+            runs.append(self._bm25_run(queries, depth))
+        if mode == "hybrid":
+            from .fusion import reciprocal_rank_fusion, weighted_fusion
+
+            run = (reciprocal_rank_fusion(runs) if fusion == "rrf"
+                   else weighted_fusion(runs, [dense_weight, 1.0 - dense_weight]))
+        else:
+            run = runs[0]
+        # (doc_id, score) best first by the one ranking rule: score descending, ties by id descending
+        return [[(doc, float(score)) for doc, score in best(run.get(str(i), {}), top_k)] for i in range(len(queries))]
+
+    def _collapse(self, scores: np.ndarray, ids: list[list[str]]) -> dict[str, dict[str, float]]:
+        """Passage hits -> {query: {doc: best passage score}}."""
+        run: dict[str, dict[str, float]] = {}
+        for qi, (row_scores, row_ids) in enumerate(zip(scores, ids)):
+            docs: dict[str, float] = {}
+            for score, pid in zip(row_scores.tolist(), row_ids):
+                doc = self.passage_docs[int(pid)]
+                if score > docs.get(doc, -np.inf):
+                    docs[doc] = score
+            run[str(qi)] = docs
+        return run
+
+    def _dense_run(self, queries: list[str], depth: int) -> dict[str, dict[str, float]]:
+        with torch.inference_mode():
+            emb = self.model.encode(queries, batch_size=self.config.batch_size, role="query")  # (m, dim)
+        scores, ids = self.vectors.search(np.ascontiguousarray(emb, dtype=np.float32), min(depth, self.vectors.ntotal))
+        return self._collapse(scores, ids)
+
+    def _bm25_run(self, queries: list[str], depth: int) -> dict[str, dict[str, float]]:
+        scores, ids = self.bm25.search(queries, min(depth, len(self.passage_docs)))
+        return self._collapse(scores, ids)
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+def read_index_meta(folder: Path) -> dict[str, Any]:
+    path = folder / INDEX_CONFIG
+    if not path.is_file():
+        raise TextMatchError(f"{folder} is not a textmatch index (no {INDEX_CONFIG}); build one with `textmatch index`")
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise TextMatchError(f"{path} is corrupt ({exc}); build the index again") from None
+    version = meta.get("format_version")
+    if meta.get("library_name") != "textmatch" or not isinstance(version, int):
+        raise TextMatchError(f"{path} is not a textmatch index config; build the index again")
+    if version > INDEX_FORMAT_VERSION or version < 1:
+        raise TextMatchError(
+            f"the index in {folder} has format version {version}; this textmatch reads 1..{INDEX_FORMAT_VERSION}: "
+            "upgrade textmatch or build the index again"
+        )
+    return meta
+
+
+def _model_id(model: Any) -> str:
+    """What `Retriever.load` passes to from_pretrained: the saved folder (absolute) or the Hub id."""
+    if model.model_dir is not None:
+        return str(Path(model.model_dir).resolve())
+    if model.base_model and Path(model.base_model).expanduser().is_dir():
+        return str(Path(model.base_model).expanduser().resolve())
+    return str(model.base_model or "")
+
+
+def _read_passage_texts(folder: Path) -> list[str]:
+    return [json.loads(line)["text"] for line in open(folder / PASSAGES_FILE, encoding="utf-8")]
+
+
+def _partial_dir(folder: Path) -> Path:
+    return folder.with_name(folder.name + ".partial")
+
+
+def _encode_resumable(model: Any, texts: list[str], folder: Path, fingerprint: str, config: IndexConfig,
+                      show_progress_bar: bool) -> tuple[np.ndarray, int, int]:
+    """g' embeddings of `texts` (n, dim), in shards saved under `<folder>.partial/`: a shard
+    written by an interrupted run with the same model, texts and settings is reused, not
+    recomputed. Returns (embeddings, shards reused, shards in all)."""
+    import hashlib
+
+    from tqdm.auto import tqdm
+
+    partial = _partial_dir(folder)
+    digest = hashlib.sha256()
+    for text in texts:
+        digest.update(text.encode("utf-8") + b"\0")
+    key = {"model": fingerprint, "texts": digest.hexdigest(), "shard_size": config.shard_size}
+    state_file = partial / "state.json"
+    if partial.is_dir():
+        try:
+            same = json.loads(state_file.read_text(encoding="utf-8")) == key
+        except (OSError, json.JSONDecodeError):
+            same = False
+        if not same:
+            shutil.rmtree(partial)
+    partial.mkdir(parents=True, exist_ok=True)
+    state_file.write_text(json.dumps(key) + "\n", encoding="utf-8")
+
+    n_shards = (len(texts) + config.shard_size - 1) // config.shard_size
+    shards = []
+    reused = 0
+    bar = tqdm(total=len(texts), desc="Encoding", unit="passage", disable=not show_progress_bar)
+    try:
+        for s in range(n_shards):
+            path = partial / f"shard-{s:06d}.npy"
+            chunk = texts[s * config.shard_size : (s + 1) * config.shard_size]
+            if path.is_file():
+                emb = np.load(path, allow_pickle=False)
+                reused += 1
+            else:
+                emb = model.encode(chunk, batch_size=config.batch_size, role="support").astype(np.float32)
+                tmp = path.with_name(path.name + ".tmp.npy")
+                np.save(tmp, emb, allow_pickle=False)
+                os.replace(tmp, path)
+            shards.append(emb)
+            bar.update(len(chunk))
+    finally:
+        bar.close()
+    if not shards:
+        raise TextMatchError("no passages to encode")
+    return np.ascontiguousarray(np.concatenate(shards), dtype=np.float32), reused, n_shards
