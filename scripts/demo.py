@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from textmatch import DEFAULT_MODEL, MatchingNetwork, TextMatchError, load_text_dataset
-from textmatch.data.loading import texts_and_labels
+from textmatch.data import texts_and_labels
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 

@@ -167,3 +167,23 @@ def test_console_script_and_stdin(tiny_bert_dir, files):
     bad = subprocess.run([exe, "evaluate", "--model", str(tiny_bert_dir), "--support", str(files["noheader"]),
                           "--test", str(files["test"])], capture_output=True, text=True, env=env, timeout=300)
     assert bad.returncode == 2 and "header" in bad.stderr
+
+
+def test_predict_json_encodes_each_text_once(tiny_bert_dir, files, capsys, monkeypatch):
+    """Labels, scores and the top classes come from one encoding of each text."""
+    from textmatch import MatchingNetwork
+
+    encoded: list[str] = []
+    original = MatchingNetwork.embed
+
+    def spy(self, encoder, texts, *args, **kwargs):
+        encoded.extend(texts)
+        return original(self, encoder, texts, *args, **kwargs)
+
+    monkeypatch.setattr(MatchingNetwork, "embed", spy)
+    queries = ["rain forecast today", "play my playlist", "rain forecast today"]
+    code, out, err = run(["predict", "--model", tiny_bert_dir, "--support", files["support"], "--json",
+                          "--threshold", "0.2", *queries], capsys)
+    assert code == 0, err
+    assert [t for t in encoded if t in queries] == queries  # each once (twice before: proba, then labels)
+    assert len(json.loads(out)["predictions"]) == 3

@@ -200,3 +200,17 @@ def test_bad_data_is_reported():
         EpisodeSampler((["a b", "e f", "c d"], ["x", "y"]), n_way=2, k_shot=1, q_query=1)
     with pytest.raises(TextMatchError, match=r"expected a datasets.Dataset or a \(texts, labels\) pair, got int"):
         EpisodeSampler(5, n_way=2, k_shot=1, q_query=1)
+
+
+def test_rows_and_class_rows_are_a_public_view():
+    texts = [f"t{i}" for i in range(12)]
+    labels = ["a", "b", "c"] * 4
+    sampler = EpisodeSampler((texts, labels), n_way=2, k_shot=1, q_query=1, classes=["c", "a"])
+    assert sampler.classes == ["c", "a"]
+    assert [r.tolist() for r in sampler.class_rows] == [[2, 5, 8, 11], [0, 3, 6, 9]]
+    assert sampler.rows.tolist() == [0, 2, 3, 5, 6, 8, 9, 11]
+    sampler.class_rows[0][0] = 99  # a copy: the sampler is unchanged
+    assert sampler.class_rows[0][0] == 2
+    for i in range(20):  # every episode draws from those rows only
+        support, query, _ = sampler.episode_indices(i)
+        assert set(support.tolist()) | set(query.tolist()) <= set(sampler.rows.tolist())

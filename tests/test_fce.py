@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from textmatch import BiLSTMEncoder, Episode, MatchingNetwork, MatchingNetworkConfig
+from textmatch import BiLSTMEncoder, Episode, MatchingNetwork, MatchingNetworkConfig, TextMatchError
 from textmatch.core.encoders.fce import QueryFCE, SupportFCE
 from textmatch.core.matching import matching_nll
 
@@ -70,7 +70,7 @@ def test_nonzero_scale_is_not_the_identity():
 
 def test_steps_below_one_raise():
     for steps in (0, -1):
-        with pytest.raises(ValueError, match="at least one read step"):
+        with pytest.raises(TextMatchError, match="at least one read step"):
             QueryFCE(DIM, steps=steps)
 
 

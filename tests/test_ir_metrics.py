@@ -8,7 +8,16 @@ import warnings
 
 import pytest
 
-from textmatch.retrieval.metrics import average_precision_at_k, evaluate_retrieval, mrr_at_k, ndcg_at_k, precision_at_k, rank_run, recall_at_k
+from textmatch import TextMatchError
+from textmatch.retrieval.metrics import (
+    average_precision_at_k,
+    evaluate_retrieval,
+    mrr_at_k,
+    ndcg_at_k,
+    precision_at_k,
+    rank_run,
+    recall_at_k,
+)
 
 TOL = 1e-9
 log2 = math.log2
@@ -107,13 +116,13 @@ def test_empty_ranking_scores_zero():
 
 def test_bad_arguments():
     for fn in (ndcg_at_k, mrr_at_k, recall_at_k, precision_at_k, average_precision_at_k):
-        with pytest.raises(ValueError):
+        with pytest.raises(TextMatchError):
             fn(RANKING, QRELS, 0)
-        with pytest.raises(ValueError):
+        with pytest.raises(TextMatchError):
             fn(["a", "b", "a"], QRELS, 10)  # trec_eval rejects duplicate docs
-    with pytest.raises(ValueError):
+    with pytest.raises(TextMatchError):
         rank_run({"a": float("nan")})
-    with pytest.raises(ValueError):
+    with pytest.raises(TextMatchError):
         evaluate_retrieval({}, {"q": {"a": 1}}, k_values=(0,))
 
 

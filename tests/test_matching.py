@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from textmatch import TextMatchError
 from textmatch.core import matching
 
 DT = torch.float64
@@ -166,7 +167,7 @@ def test_similarity_dispatch_and_unknown_metric():
     torch.testing.assert_close(
         matching.similarity(q, s, "euclidean"), t64(naive_neg_sq_euclidean(q.tolist(), s.tolist()))
     )
-    with pytest.raises(ValueError, match="unknown metric 'dot'"):
+    with pytest.raises(TextMatchError, match="unknown metric 'dot'"):
         matching.similarity(q, s, "dot")  # type: ignore[arg-type]
 
 
@@ -262,9 +263,9 @@ def test_prototypes_are_class_means(shape):
 
 def test_prototypes_raise_when_a_class_is_empty():
     emb = torch.randn(4, 3, dtype=DT)
-    with pytest.raises(ValueError, match="class has no support example"):
+    with pytest.raises(TextMatchError, match="class has no support example"):
         matching.prototypes(emb, torch.tensor([0, 0, 2, 2]), 3)
-    with pytest.raises(ValueError, match="class has no support example"):
+    with pytest.raises(TextMatchError, match="class has no support example"):
         matching.prototypes(emb, torch.tensor([0, 1, 1, 0]), 3)  # the last class is missing
 
 
@@ -303,7 +304,7 @@ def test_prototype_and_none_differ_with_several_shots_but_agree_with_one_shot():
 
 def test_matching_log_probs_unknown_aggregation():
     q, s = torch.randn(2, 3), torch.randn(4, 3)
-    with pytest.raises(ValueError, match="unknown aggregation 'mean'"):
+    with pytest.raises(TextMatchError, match="unknown aggregation 'mean'"):
         matching.matching_log_probs(q, s, torch.tensor([0, 1, 0, 1]), 2, aggregation="mean")  # type: ignore[arg-type]
 
 

@@ -589,3 +589,69 @@ def test_bad_config_values():
         MatchingNetworkConfig(temperature=0)
     with pytest.raises(TextMatchError, match="aggregation"):
         MatchingNetworkConfig(aggregation="max")
+
+
+# -- public seams -------------------------------------------------------------------------------
+def test_support_embeddings_and_score_embeddings(tiny_bert_model):
+    model = tiny_bert_model
+    assert model.support_embeddings_ is None and model.support_base_embeddings_ is None
+    model.fit(*support())
+    texts, labels = support()
+    base = model.support_base_embeddings_
+    assert base.shape == (len(texts), model.support_encoder.dim)
+    assert torch.equal(model.support_embeddings_, base)  # no FCE: g = g'
+    assert [model.classes_[i] for i in model.support_label_ids_.tolist()] == labels
+    # eq. 1 on precomputed f'(x) equals predict_proba on the texts
+    f_base = model.encode(QUERIES, normalize_embeddings=False, convert_to_tensor=True)
+    probs, best_sim = model.score_embeddings(f_base)
+    np.testing.assert_allclose(probs.numpy(), model.predict_proba(QUERIES), atol=1e-6)
+    cos = torch.nn.functional.normalize(f_base, dim=-1) @ torch.nn.functional.normalize(base, dim=-1).T
+    np.testing.assert_allclose(best_sim.numpy(), cos.max(dim=-1).values.numpy(), atol=1e-5)
+    with pytest.raises(TextMatchError, match="shape"):
+        model.score_embeddings(f_base[:, :3])
+
+
+def test_classify_encodes_once_and_agrees_with_predict(tiny_bert_model, monkeypatch):
+    model = tiny_bert_model.fit(*support())
+    want_labels, want_probs = model.predict(QUERIES, threshold=0.5), model.predict_proba(QUERIES)
+    calls = spy_embed(model, monkeypatch)
+    out = model.classify(QUERIES, threshold=0.5)
+    assert sorted(sum(calls, [])) == sorted(QUERIES)  # each text encoded once
+    assert out.labels == want_labels and out.classes == model.classes_
+    np.testing.assert_allclose(out.probabilities, want_probs, atol=1e-6)
+    assert out.best_similarity.shape == (len(QUERIES),)
+
+
+def test_model_dir_and_is_textmatch_folder(tiny_bert_dir, bilstm_model, tmp_path):
+    from textmatch.core.modeling import is_textmatch_folder, read_textmatch_config
+
+    plain = MatchingNetwork.from_pretrained(tiny_bert_dir)
+    assert plain.model_dir is None and not is_textmatch_folder(tiny_bert_dir)
+    folder = bilstm_model.fit(*support()).save_pretrained(tmp_path / "saved")
+    assert is_textmatch_folder(folder) and read_textmatch_config(folder)["library_name"] == "textmatch"
+    assert MatchingNetwork.from_pretrained(folder).model_dir == folder
+    assert not is_textmatch_folder(tmp_path / "nowhere")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "config.json").write_text("{not json")
+    with pytest.raises(TextMatchError, match="not valid JSON"):
+        is_textmatch_folder(tmp_path / "bad")
+
+
+def test_backend_runner_is_the_encoder_on_torch(tiny_bert_model):
+    assert tiny_bert_model.backend_runner(tiny_bert_model.query_encoder) is tiny_bert_model.query_encoder
+
+
+def test_encoder_truncated_to_restores_length_and_warning_state(tiny_bert_model):
+    encoder = tiny_bert_model.query_encoder
+    long_text = " ".join(["rain"] * 300)
+    before = encoder.max_length
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no truncation warning inside: the cut was asked for
+        with encoder.truncated_to(8) as enc:
+            assert enc is encoder and encoder.max_length == 8
+            assert encoder.tokenize([long_text])["input_ids"].shape[1] == 8
+        with encoder.truncated_to(10_000):
+            assert encoder.max_length == before  # never above the encoder's own limit
+    assert encoder.max_length == before
+    with pytest.warns(UserWarning, match="truncated"):
+        encoder.tokenize([long_text])

@@ -206,3 +206,34 @@ def test_interrupted_build_resumes_without_recomputing(tiny_bert_dir, tmp_path):
     assert reused >= len(done) - 1  # a shard being written at the kill may be redone
     meta = json.loads((out / "index.json").read_text())
     assert meta["n_documents"] == 240 and not partial.exists()
+
+
+@pytest.mark.parametrize("kind", ["exact", "flat", "hnsw"])
+def test_tied_scores_are_ordered_by_the_one_rule_on_every_path(model, tmp_path, kind):
+    """Copies of one document under different ids tie on every score (dense, BM25, fused); every
+    search path lists them by id descending (trec_eval's rule), as the evaluator ranks them."""
+    if kind != "exact":
+        pytest.importorskip("faiss")
+    from textmatch.retrieval.metrics import rank_run
+    from textmatch.retrieval.ranking import ranked
+
+    docs = make_corpus(2)
+    copies = [{"_id": doc_id, "title": "weather", "text": "rain rain and wind please today"}
+              for doc_id in ("w-b", "w-10", "w-9", "w-a", "w-c")]
+    retriever = Retriever.build(model, docs + copies, tmp_path / "idx", IndexConfig(index_kind=kind),
+                                show_progress_bar=False)
+    want = sorted((c["_id"] for c in copies), reverse=True)  # ["w-c", "w-b", "w-a", "w-9", "w-10"]
+    orders = {}
+    for mode, fusion in (("dense", "rrf"), ("bm25", "rrf"), ("hybrid", "rrf"), ("hybrid", "weighted")):
+        hits = retriever.search(["rain wind"], top_k=len(docs) + len(copies), mode=mode, fusion=fusion)[0]
+        got = [doc for doc, _ in hits if doc in want]
+        scores = {doc: score for doc, score in hits if doc in want}
+        if fusion != "rrf" or mode != "hybrid":  # (RRF turns the tie order into distinct ranks)
+            assert len(set(scores.values())) == 1, (mode, fusion, scores)  # the copies really tie
+        assert got == want, (mode, fusion)
+        assert [d for d, _ in hits] == rank_run(dict(hits)) == [d for d, _ in ranked(hits)], (mode, fusion)
+        orders[mode, fusion] = got
+    assert len({tuple(o) for o in orders.values()}) == 1
+    # the cut: asking for fewer than the tied copies keeps the largest ids
+    top2 = retriever.search(["rain rain and wind please today"], top_k=2, mode="bm25")[0]
+    assert [doc for doc, _ in top2] == want[:2]

@@ -21,6 +21,8 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from ..errors import TextMatchError
+
 Metric = Literal["cosine", "euclidean"]
 METRICS = ("cosine", "euclidean")
 
@@ -51,7 +53,7 @@ def similarity(queries: torch.Tensor, supports: torch.Tensor, metric: Metric = "
         return cosine_similarity_matrix(queries, supports)
     if metric == "euclidean":
         return neg_squared_euclidean(queries, supports)
-    raise ValueError(f"unknown metric {metric!r}; choose one of {METRICS}")
+    raise TextMatchError(f"unknown metric {metric!r}; choose one of {METRICS}")
 
 
 def attention_logits(
@@ -101,7 +103,7 @@ def prototypes(embeddings: torch.Tensor, labels: torch.Tensor, n_classes: int) -
     one_hot = F.one_hot(labels, n_classes).to(embeddings.dtype)  # (n_support, n_classes)
     counts = one_hot.sum(0)  # (n_classes,)
     if bool((counts == 0).any()):
-        raise ValueError("prototypes: a class has no support example")
+        raise TextMatchError("prototypes: a class has no support example")
     return (one_hot.T @ embeddings) / counts.unsqueeze(-1)  # (n_classes, dim)
 
 
@@ -123,7 +125,7 @@ def matching_log_probs(
         protos = prototypes(supports, support_labels, n_classes)  # (n_classes, dim)
         return attention_logits(queries, protos, temperature, metric).log_softmax(dim=-1)
     if aggregation != "none":
-        raise ValueError(f"unknown aggregation {aggregation!r}; choose 'none' or 'prototype'")
+        raise TextMatchError(f"unknown aggregation {aggregation!r}; choose 'none' or 'prototype'")
     logits = attention_logits(queries, supports, temperature, metric)  # (n_query, n_support)
     return class_log_probs(logits, support_labels, n_classes)
 

@@ -10,22 +10,12 @@ passage's.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from ..errors import TextMatchError
 
 TEXT_SUFFIXES = (".txt", ".md", ".markdown", ".rst")
-
-
-@dataclass(frozen=True)
-class Passage:
-    """A window of a document: `doc_id`, its position `index` in the document and its text."""
-
-    doc_id: str
-    index: int
-    text: str
 
 
 def _row_document(row: dict[str, Any], id_column: str, title_column: str, text_column: str, n: int) -> dict[str, str]:

@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import TextMatchError
 from .ranking import rank_run
-
 
 # ---------------------------------------------------------------------------
 # Information-retrieval metrics (trec_eval / pytrec_eval semantics, as used by BEIR)
@@ -37,7 +37,7 @@ _METRIC_NAMES: tuple[str, ...] = ("ndcg", "mrr", "recall", "map", "precision")
 
 def _check_k(k: int) -> int:
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k must be a positive integer, got {k!r}")
+        raise TextMatchError(f"k must be a positive integer, got {k!r}")
     return int(k)
 
 
@@ -49,7 +49,7 @@ def _grades(ranked_ids: Sequence[str], qrels: Mapping[str, int], k: int) -> list
         for doc_id in ranked_ids:
             counts[doc_id] = counts.get(doc_id, 0) + 1
         dupes = [doc_id for doc_id, n in counts.items() if n > 1]
-        raise ValueError(f"ranking contains duplicate doc ids: {dupes[:5]}")
+        raise TextMatchError(f"ranking contains duplicate doc ids: {dupes[:5]}")
     return [qrels.get(doc_id, 0) for doc_id in ranked_ids[:k]]
 
 

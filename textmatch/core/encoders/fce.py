@@ -22,6 +22,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ...errors import TextMatchError
+
 
 class SupportFCE(nn.Module):
     """g: a bidirectional LSTM over the support set with a skip connection to g'."""
@@ -49,7 +51,7 @@ class QueryFCE(nn.Module):
     def __init__(self, dim: int, steps: int = 5, scale_init: float = 1.0) -> None:
         super().__init__()
         if steps < 1:
-            raise ValueError(f"the attention LSTM needs at least one read step, got {steps}")
+            raise TextMatchError(f"the attention LSTM needs at least one read step, got {steps}")
         self.dim = dim
         self.steps = steps
         self.input_map = nn.Linear(dim, 4 * dim)
