@@ -58,7 +58,7 @@ def test_validate_texts_uses_the_given_name():
 
 
 def test_validate_texts_bare_string():
-    with pytest.raises(TextMatchError, match=r"got a single string; wrap it in a list: \['hello'\]"):
+    with pytest.raises(TextMatchError, match=r"got the single string 'hello'; wrap it in a list: \['hello'\]"):
         validate_texts("hello")
 
 
@@ -91,7 +91,7 @@ def test_validate_labels_missing_label(missing):
 def test_validate_labels_unhashable_and_bare_string():
     with pytest.raises(TextMatchError, match=r"label 0 \(\['a'\]\) is a list; labels must be strings or ints"):
         validate_labels([["a"]], 1)
-    with pytest.raises(TextMatchError, match=r"got a single string"):
+    with pytest.raises(TextMatchError, match=r"got the single string"):
         validate_labels("ab", 2)
 
 
@@ -510,8 +510,8 @@ def test_class_split_round_trips_through_a_dict():
         ({"train": ["a"], "valid": ["a", "c"], "test": ["c"]}, r"class 'a' is in both train and valid"),
         ({"train": ["a"], "valid": [], "test": ["c"]}, r"ClassSplit\.valid is empty; every split needs at least one class"),
         ({"train": ["a", "a"], "valid": ["b"], "test": ["c"]}, r"class 'a' appears twice in ClassSplit\.train"),
-        ({"train": "abc", "valid": ["b"], "test": ["c"]}, r"ClassSplit\.train must be a list of labels, got the single string 'abc'"),
-        ({"train": ["a"], "valid": ["b"], "test": None}, r"ClassSplit\.test must be a list of labels, got NoneType"),
+        ({"train": "abc", "valid": ["b"], "test": ["c"]}, r"expected ClassSplit\.train to be a list of labels, got the single string 'abc'"),
+        ({"train": ["a"], "valid": ["b"], "test": None}, r"expected ClassSplit\.test to be a list of labels, got NoneType"),
         ({"train": ["a"], "valid": ["b", None], "test": ["c"]}, r"valid class 1 is missing"),
     ],
 )

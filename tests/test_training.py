@@ -224,8 +224,8 @@ def test_trains_from_a_datasets_dataset(bilstm_model, synthetic):
 @pytest.mark.parametrize(
     "kwargs, pattern",
     [
-        (dict(num_episodes=0), r"num_episodes has an invalid value: 0"),
-        (dict(warmup_ratio=1.5), r"warmup_ratio has an invalid value: 1\.5"),
+        (dict(num_episodes=0), r"num_episodes must be an integer >= 1, got 0"),
+        (dict(warmup_ratio=1.5), r"warmup_ratio must be in \[0, 1\), got 1\.5"),
         (dict(learning_rate=0.0), r"learning_rate"),
         (dict(n_way=1), r"n_way must be an integer >= 2"),
         (dict(k_shot=0), r"k_shot must be an integer >= 1"),

@@ -24,30 +24,25 @@ import torch
 from ..core import matching
 from ..data.loading import as_text_label_lists
 from ..core.episodes import EpisodeSampler
-from ..config import ConfigMixin
 from ..errors import TextMatchError
 from ..core.card_data import EXCLUDED_TRAINING_ARGS, infer_dataset_name
 from ..core.modeling import MatchingNetwork
-from ..core.optimization import TrainOutput, linear_warmup_decay, make_optimizer, resolve_device, set_seed
+from ..core import optimization as optim
+from ..core.optimization import OptimizationArguments, TrainOutput, is_int
 
 
 @dataclass
-class TrainingArguments(ConfigMixin):
-    """Settings of episodic training. n_way / k_shot / q_query left at None are chosen from the
-    data by `episode_shape`: n_way = min(64, classes) and about 128 texts per episode (64-way
-    1 + 1 for 77 classes, 12-way 5 + 5 for 12 classes of 10); values given explicitly are
-    checked against the data."""
+class TrainingArguments(OptimizationArguments):
+    """Settings of episodic training (the optimizer's are shared with retrieval training, see
+    `OptimizationArguments`). n_way / k_shot / q_query left at None are chosen from the data by
+    `episode_shape`: n_way = min(64, classes) and about 128 texts per episode (64-way 1 + 1 for
+    77 classes, 12-way 5 + 5 for 12 classes of 10); values given explicitly are checked against
+    the data."""
 
-    output_dir: str | None = None
     num_episodes: int = 150
     n_way: int | None = None
     k_shot: int | None = None
     q_query: int | None = None
-    learning_rate: float = 3e-5
-    head_learning_rate: float = 1e-3
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.1
-    max_grad_norm: float = 1.0
     label_smoothing: float = 0.0
     eval_steps: int = 25
     eval_episodes: int = 50
@@ -55,35 +50,22 @@ class TrainingArguments(ConfigMixin):
     load_best_model_at_end: bool = True
     fit_support_at_end: bool = True
     batch_size: int = 64
-    seed: int = 42
-    device: str = "auto"
-    show_progress_bar: bool = True
 
     def __post_init__(self) -> None:
-        checks = [
-            ("num_episodes", self.num_episodes >= 1),
-            ("learning_rate", self.learning_rate > 0),
-            ("head_learning_rate", self.head_learning_rate > 0),
-            ("weight_decay", self.weight_decay >= 0),
-            ("warmup_ratio", 0 <= self.warmup_ratio < 1),
-            ("max_grad_norm", self.max_grad_norm > 0),
-            ("label_smoothing", 0 <= self.label_smoothing < 1),
-            ("eval_steps", self.eval_steps >= 1),
-            ("eval_episodes", self.eval_episodes >= 1),
-            ("batch_size", self.batch_size >= 1),
-        ]
-        for name, ok in checks:
-            if not ok:
-                raise TextMatchError(f"TrainingArguments.{name} has an invalid value: {getattr(self, name)!r}")
-        for name, low in (("n_way", 2), ("k_shot", 1), ("q_query", 1)):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < low):
-                raise TextMatchError(f"TrainingArguments.{name} must be an integer >= {low} or None, got {value!r}")
-        if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
-            raise TextMatchError("early_stopping_patience must be >= 1 or None (no early stopping)")
-        if self.device not in ("auto", "cpu", "cuda", "mps") and not str(self.device).startswith("cuda:"):
-            raise TextMatchError(f"device must be 'auto', 'cpu', 'cuda[:i]' or 'mps', got {self.device!r}")
+        def optional_int(value: Any, low: int) -> bool:
+            return value is None or (is_int(value) and value >= low)
 
+        self.validate([
+            ("num_episodes", is_int(self.num_episodes) and self.num_episodes >= 1, "an integer >= 1"),
+            ("n_way", optional_int(self.n_way, 2), "an integer >= 2 or None"),
+            ("k_shot", optional_int(self.k_shot, 1), "an integer >= 1 or None"),
+            ("q_query", optional_int(self.q_query, 1), "an integer >= 1 or None"),
+            ("label_smoothing", 0 <= self.label_smoothing < 1, "in [0, 1)"),
+            ("eval_steps", is_int(self.eval_steps) and self.eval_steps >= 1, "an integer >= 1"),
+            ("eval_episodes", is_int(self.eval_episodes) and self.eval_episodes >= 1, "an integer >= 1"),
+            ("early_stopping_patience", optional_int(self.early_stopping_patience, 1), "an integer >= 1 or None"),
+            ("batch_size", is_int(self.batch_size) and self.batch_size >= 1, "an integer >= 1"),
+        ])
 
 
 MAX_WAY = 64  # classes per episode by default, at most
@@ -194,13 +176,13 @@ class Trainer:
 
     def train(self) -> TrainOutput:
         args = self.args
-        set_seed(args.seed)
-        device = resolve_device(args.device)
+        optim.set_seed(args.seed)
+        device = optim.resolve_device(args.device)
         self._record_model_card()
         self.model.to(device)
         self.model.train()
-        optimizer = make_optimizer(self.model, args.learning_rate, args.head_learning_rate, args.weight_decay)
-        scheduler = linear_warmup_decay(optimizer, args.num_episodes, args.warmup_ratio)
+        optimizer = optim.make_optimizer(self.model, args.learning_rate, args.head_learning_rate, args.weight_decay)
+        scheduler = optim.linear_warmup_decay(optimizer, args.num_episodes, args.warmup_ratio)
         log_file = None
         if args.output_dir:
             Path(args.output_dir).mkdir(parents=True, exist_ok=True)
@@ -225,11 +207,7 @@ class Trainer:
                 log_probs = self.model.episode_log_probs(episode, args.batch_size)  # (n_query, n_way)
                 targets = torch.tensor(episode.query_labels, device=device)
                 loss = matching.matching_nll(log_probs, targets, args.label_smoothing)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), args.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
+                grad_norm = optim.optimizer_step(loss, self.model.parameters(), optimizer, scheduler, args.max_grad_norm)
 
                 loss_value = float(loss.detach())
                 acc = float((log_probs.detach().argmax(-1) == targets).float().mean())

@@ -26,6 +26,22 @@ from .common import (
 )
 
 
+# `train` flags that set a training argument of the same name; left out, the argument keeps its
+# default. (--lr and --seed serve retrieval training too, and --max-steps only it.)
+TRAINING_FLAGS = [
+    ("--n-way", "n_way", int, "classes per episode (default: min(64, classes))"),
+    ("--k-shot", "k_shot", int, "support examples per class (default: about 128 texts per episode, <= 5)"),
+    ("--q-query", "q_query", int, "query examples per class (default: from the data, <= 5)"),
+    ("--episodes", "num_episodes", int, "training episodes (default: 150)"),
+    ("--lr", "learning_rate", float, "encoder learning rate (default: 3e-5; 2e-5 with --data)"),
+    ("--eval-steps", "eval_steps", int, "validate every N episodes (default: 25)"),
+    ("--eval-episodes", "eval_episodes", int, "validation episodes per evaluation (default: 50)"),
+    ("--patience", "early_stopping_patience", int, "stop after N validations without gain (default: 4)"),
+    ("--seed", "seed", int, "random seed (default: 42)"),
+    ("--max-steps", "max_steps", int, "with --data: stop after this many batches"),
+]
+
+
 def add_parsers(sub: Any) -> None:
     p = sub.add_parser("predict", help="label texts against a labelled support set",
                        description="Label each TEXT (or each line of stdin) with the class of its best match.")
@@ -65,23 +81,15 @@ def add_parsers(sub: Any) -> None:
                         "--split qrels (default train) with in-batch and BM25-mined hard negatives")
     p.add_argument("--hard-negatives", type=int, default=1, help="with --data: BM25 hard negatives per query (default 1)")
     p.add_argument("--epochs", type=int, default=1, help="with --data: passes over the training queries (default 1)")
-    p.add_argument("--max-steps", type=int, default=None, help="with --data: stop after this many batches")
     p.add_argument("--valid", help="validation examples (same classes, or other classes for meta-training): "
                                    "enables best-checkpoint keeping and early stopping")
     p.add_argument("--output", required=True, help="folder to save the trained model in")
-    p.add_argument("--n-way", type=int, default=None, help="classes per episode (default: min(64, classes))")
-    p.add_argument("--k-shot", type=int, default=None, help="support examples per class (default: about 128 texts per episode, <= 5)")
-    p.add_argument("--q-query", type=int, default=None, help="query examples per class (default: from the data, <= 5)")
-    p.add_argument("--episodes", type=int, default=None, help="training episodes (default: 150)")
-    p.add_argument("--lr", type=float, default=None, help="encoder learning rate (default: 3e-5)")
+    for flag, field, kind, text in TRAINING_FLAGS:
+        p.add_argument(flag, dest=field, type=kind, default=None, help=text)
     p.add_argument("--temperature", type=float, default=None, help="softmax temperature tau (default: 0.05)")
     p.add_argument("--learn-temperature", action="store_true", help="train tau as a parameter")
     p.add_argument("--fce", action="store_true", help="add Full Context Embeddings (paper appendix A.2)")
     p.add_argument("--prototype", action="store_true", help="match against class means (prototypical variant)")
-    p.add_argument("--eval-steps", type=int, default=None, help="validate every N episodes (default: 25)")
-    p.add_argument("--eval-episodes", type=int, default=None, help="validation episodes per evaluation (default: 50)")
-    p.add_argument("--patience", type=int, default=None, help="stop after N validations without gain (default: 4)")
-    p.add_argument("--seed", type=int, default=None, help="random seed (default: 42)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     add_data_columns(p, "the training set (split 'train' unless --split)")
@@ -181,12 +189,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         args.dataset, args, "train", args.split or "train"
     )
     valid = read_labelled(args.valid, args, "valid") if args.valid else None
-    given = {
-        "n_way": args.n_way, "k_shot": args.k_shot, "q_query": args.q_query, "num_episodes": args.episodes,
-        "learning_rate": args.lr, "eval_steps": args.eval_steps, "eval_episodes": args.eval_episodes,
-        "early_stopping_patience": args.patience,
-        "seed": args.seed,
-    }
+    given = {field: getattr(args, field) for _, field, _, _ in TRAINING_FLAGS if field != "max_steps"}
     training_args = TrainingArguments(
         output_dir=args.output,
         batch_size=args.batch_size,

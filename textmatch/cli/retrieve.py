@@ -89,7 +89,7 @@ def cmd_train_retrieval(args: argparse.Namespace) -> int:
         bm25 = BM25Index()
         bm25.build(list(corpus.values()), list(corpus))
         negatives = mine_hard_negatives(bm25, queries, data.qrels, n=args.hard_negatives)
-    given = {"learning_rate": args.lr, "seed": args.seed, "max_steps": args.max_steps}
+    given = {"learning_rate": args.learning_rate, "seed": args.seed, "max_steps": args.max_steps}
     training_args = RetrievalTrainingArguments(
         output_dir=args.output,
         num_epochs=args.epochs,

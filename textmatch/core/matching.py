@@ -69,12 +69,8 @@ def attention_logits(
     return similarity(queries, supports, metric) / temperature
 
 
-def attention(
-    queries: torch.Tensor,
-    supports: torch.Tensor,
-    temperature: float | torch.Tensor = 0.05,
-    metric: Metric = "cosine",
-) -> torch.Tensor:
+def attention(queries: torch.Tensor, supports: torch.Tensor, temperature: float | torch.Tensor = 0.05,
+              metric: Metric = "cosine") -> torch.Tensor:
     """a(x, x_i) of eq. 2, a softmax over the support set: (n_query, n_support), rows sum to 1."""
     return attention_logits(queries, supports, temperature, metric).softmax(dim=-1)
 

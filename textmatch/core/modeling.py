@@ -577,37 +577,18 @@ class MatchingNetwork(nn.Module):
                 (tmp / MODEL_CARD_NAME).write_text(writer(self, str(save_directory)), encoding="utf-8")
         return Path(save_directory).expanduser().resolve()
 
-    def push_to_hub(
-        self,
-        repo_id: str,
-        *,
-        token: str | bool | None = None,
-        private: bool | None = None,
-        commit_message: str = "Upload textmatch model",
-        revision: str | None = None,
-        create_pr: bool = False,
-    ) -> Any:
+    def push_to_hub(self, repo_id: str, **options: Any) -> Any:
         """Save the model (weights as safetensors, config, tokenizer, support set, model card) and
         upload it to the Hub repo `repo_id` in one commit, creating the repo if needed.
 
-        Log in first with `hf auth login` (or set HF_TOKEN), or pass `token=`. Returns
-        huggingface_hub's CommitInfo."""
+        options: `token`, `private`, `commit_message`, `revision`, `create_pr`, as
+        `textmatch.hub.push_folder_to_hub` takes them. Log in first with `hf auth login` (or
+        set HF_TOKEN), or pass `token=`. Returns huggingface_hub's CommitInfo."""
         from ..hub.push import push_folder_to_hub
 
-        card = getattr(self, "model_card_data", None)
-        if card is not None:
-            card.model_id = repo_id
+        self.model_card_data.model_id = repo_id
         with tempfile.TemporaryDirectory(prefix="textmatch-push-") as tmp:
-            folder = self.save_pretrained(Path(tmp) / "model")
-            return push_folder_to_hub(
-                folder,
-                repo_id,
-                token=token,
-                private=private,
-                commit_message=commit_message,
-                revision=revision,
-                create_pr=create_pr,
-            )
+            return push_folder_to_hub(self.save_pretrained(Path(tmp) / "model"), repo_id, **options)
 
 
 # -- helpers -----------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
-"""What both trainers (episodic classification, retrieval) share: the optimizer, the
-learning-rate schedule, the device, seeding and the result record."""
+"""What both trainers (episodic classification, retrieval) share: their common arguments, the
+optimizer, the learning-rate schedule, the device, seeding and the result record."""
 
 from __future__ import annotations
 
@@ -10,8 +10,52 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..config import ConfigMixin
 from ..errors import TextMatchError
 from .modeling import MatchingNetwork
+
+
+DEVICES = ("auto", "cpu", "cuda", "mps")  # and "cuda:<i>"
+
+
+@dataclass
+class OptimizationArguments(ConfigMixin):
+    """The arguments both trainers share. AdamW: the encoders at `learning_rate`, the rest (FCE
+    LSTMs, a learned temperature) at `head_learning_rate`, weight decay on matrices only; the
+    rate rises linearly over the first `warmup_ratio` of the steps, then falls linearly to 0;
+    gradients are clipped at `max_grad_norm`. `device`: "auto" (a GPU when there is one),
+    "cpu", "cuda[:i]" or "mps". Subclasses add their own fields and checks (`validate`)."""
+
+    output_dir: str | None = None
+    learning_rate: float = 3e-5
+    head_learning_rate: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    max_grad_norm: float = 1.0
+    seed: int = 42
+    device: str = "auto"
+    show_progress_bar: bool = True
+
+    def validate(self, checks: list[tuple[str, bool, str]]) -> None:
+        """Check the shared fields and the subclass's `checks` ((field, ok, what it must be));
+        the first failure is a TextMatchError naming the field, its value and the rule."""
+        shared = [
+            ("learning_rate", self.learning_rate > 0, "> 0"),
+            ("head_learning_rate", self.head_learning_rate > 0, "> 0"),
+            ("weight_decay", self.weight_decay >= 0, ">= 0"),
+            ("warmup_ratio", 0 <= self.warmup_ratio < 1, "in [0, 1)"),
+            ("max_grad_norm", self.max_grad_norm > 0, "> 0"),
+        ]
+        for name, ok, expected in [*shared, *checks]:
+            if not ok:
+                raise TextMatchError(f"{type(self).__name__}.{name} must be {expected}, got {getattr(self, name)!r}")
+        if self.device not in DEVICES and not str(self.device).startswith("cuda:"):
+            raise TextMatchError(f"device must be 'auto', 'cpu', 'cuda[:i]' or 'mps', got {self.device!r}")
+
+
+def is_int(value: Any) -> bool:
+    """An int that is not a bool."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
 @dataclass
@@ -69,3 +113,17 @@ def linear_warmup_decay(optimizer: torch.optim.Optimizer, total_steps: int, warm
         return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def optimizer_step(
+    loss: torch.Tensor, parameters: Any, optimizer: torch.optim.Optimizer, scheduler: Any, max_grad_norm: float
+) -> float:
+    """One update: clear the gradients, back-propagate `loss`, clip the gradient norm of
+    `parameters` at `max_grad_norm`, step the optimizer and the schedule. Returns the gradient
+    norm before clipping."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(parameters, max_grad_norm)
+    optimizer.step()
+    scheduler.step()
+    return float(grad_norm)

@@ -11,7 +11,7 @@ import numpy as np
 
 from ..errors import TextMatchError
 from .loading import as_map_dataset, check_columns, label_values
-from .validation import sorted_classes, validate_labels
+from .validation import as_list, sorted_classes, validate_labels
 
 
 SPLIT_NAMES = ("train", "valid", "test")
@@ -67,12 +67,7 @@ class ClassSplit:
 
 def _split_classes(value: Any, name: str) -> list[Hashable]:
     """One split's class list: a non-empty list of distinct, valid labels."""
-    if isinstance(value, str):
-        raise TextMatchError(f"ClassSplit.{name} must be a list of labels, got the single string {value!r}; wrap it in a list")
-    try:
-        items = list(value)
-    except TypeError:
-        raise TextMatchError(f"ClassSplit.{name} must be a list of labels, got {type(value).__name__}") from None
+    items = as_list(value, f"ClassSplit.{name} to be a list of labels")
     if not items:
         raise TextMatchError(f"ClassSplit.{name} is empty; every split needs at least one class")
     items = validate_labels(items, len(items), f"{name} class")

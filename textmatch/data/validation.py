@@ -13,14 +13,20 @@ def _is_missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
+def as_list(value: Any, what: str) -> list[Any]:
+    """`value` as a list; a single string or something not iterable is an error that says
+    `what` was expected (e.g. "a list of texts")."""
+    if isinstance(value, str):
+        raise TextMatchError(f"expected {what}, got the single string {value!r}; wrap it in a list: [{value!r}]")
+    try:
+        return list(value)
+    except TypeError:
+        raise TextMatchError(f"expected {what}, got {type(value).__name__}") from None
+
+
 def validate_texts(texts: Any, what: str = "text") -> list[str]:
     """Return `texts` as a list of non-empty strings, or raise naming the first bad item."""
-    if isinstance(texts, str):
-        raise TextMatchError(f"expected a list of {what}s, got a single string; wrap it in a list: [{texts!r}]")
-    try:
-        items = list(texts)
-    except TypeError:
-        raise TextMatchError(f"expected a list of {what}s, got {type(texts).__name__}") from None
+    items = as_list(texts, f"a list of {what}s")
     for i, t in enumerate(items):
         if _is_missing(t):
             raise TextMatchError(f"{what} {i} is missing (None/NaN); remove the row or fill in the text")
@@ -33,9 +39,7 @@ def validate_texts(texts: Any, what: str = "text") -> list[str]:
 
 def validate_labels(labels: Any, n: int, what: str = "label") -> list[Hashable]:
     """Return `labels` as a list of length `n` with no missing or unhashable values."""
-    if isinstance(labels, str):
-        raise TextMatchError(f"expected a list of {what}s, got a single string")
-    items = [x.item() if hasattr(x, "item") else x for x in labels]  # numpy scalars -> Python
+    items = [x.item() if hasattr(x, "item") else x for x in as_list(labels, f"a list of {what}s")]  # numpy -> Python
     if len(items) != n:
         raise TextMatchError(f"got {n} texts but {len(items)} {what}s; they must pair up one to one")
     for i, y in enumerate(items):

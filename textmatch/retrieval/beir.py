@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,11 +61,7 @@ def read_qrels(path: str | Path) -> dict[str, dict[str, int]]:
 
 
 def _is_int(text: str) -> bool:
-    try:
-        int(text)
-    except ValueError:
-        return False
-    return True
+    return re.fullmatch(r"\s*[+-]?\d+\s*", text) is not None
 
 
 def _read_jsonl_table(path: Path, required: Sequence[str], optional: Sequence[str], streaming: bool, **load_kwargs: Any):

@@ -33,15 +33,15 @@ from typing import Any
 import torch
 
 from ..core import matching
-from ..config import ConfigMixin
 from ..errors import TextMatchError
 from ..core.card_data import EXCLUDED_TRAINING_ARGS
 from ..core.modeling import MatchingNetwork
-from ..core.optimization import TrainOutput, linear_warmup_decay, make_optimizer, resolve_device, set_seed
+from ..core import optimization as optim
+from ..core.optimization import OptimizationArguments, TrainOutput, is_int
 
 
 @dataclass
-class RetrievalTrainingArguments(ConfigMixin):
+class RetrievalTrainingArguments(OptimizationArguments):
     """Settings of retrieval training.
 
     num_epochs: passes over the training queries; max_steps: when set, the number of steps
@@ -55,48 +55,25 @@ class RetrievalTrainingArguments(ConfigMixin):
     `head_learning_rate`.
     """
 
-    output_dir: str | None = None
+    learning_rate: float = 2e-5
     num_epochs: int = 1
     max_steps: int | None = None
     batch_size: int = 16
-    learning_rate: float = 2e-5
-    head_learning_rate: float = 1e-3
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.1
-    max_grad_norm: float = 1.0
     hard_negatives: int = 1
     query_max_length: int = 64
     doc_max_length: int = 256
-    seed: int = 42
-    device: str = "auto"
-    show_progress_bar: bool = True
     encode_batch_size: int = 32
 
     def __post_init__(self) -> None:
-        def is_int(value: Any) -> bool:
-            return isinstance(value, int) and not isinstance(value, bool)
-
-        checks = [
+        self.validate([
             ("num_epochs", is_int(self.num_epochs) and self.num_epochs >= 1, "an integer >= 1"),
             ("max_steps", self.max_steps is None or (is_int(self.max_steps) and self.max_steps >= 1), "an integer >= 1 or None"),
             ("batch_size", is_int(self.batch_size) and self.batch_size >= 1, "an integer >= 1"),
-            ("learning_rate", self.learning_rate > 0, "> 0"),
-            ("head_learning_rate", self.head_learning_rate > 0, "> 0"),
-            ("weight_decay", self.weight_decay >= 0, ">= 0"),
-            ("warmup_ratio", 0 <= self.warmup_ratio < 1, "in [0, 1)"),
-            ("max_grad_norm", self.max_grad_norm > 0, "> 0"),
             ("hard_negatives", is_int(self.hard_negatives) and self.hard_negatives >= 0, "an integer >= 0"),
             ("query_max_length", is_int(self.query_max_length) and self.query_max_length >= 2, "an integer >= 2"),
             ("doc_max_length", is_int(self.doc_max_length) and self.doc_max_length >= 2, "an integer >= 2"),
             ("encode_batch_size", is_int(self.encode_batch_size) and self.encode_batch_size >= 1, "an integer >= 1"),
-        ]
-        for name, ok, expected in checks:
-            if not ok:
-                raise TextMatchError(
-                    f"RetrievalTrainingArguments.{name} must be {expected}, got {getattr(self, name)!r}"
-                )
-        if self.device not in ("auto", "cpu", "cuda", "mps") and not str(self.device).startswith("cuda:"):
-            raise TextMatchError(f"device must be 'auto', 'cpu', 'cuda[:i]' or 'mps', got {self.device!r}")
+        ])
 
 
 @dataclass
@@ -310,15 +287,15 @@ class RetrievalTrainer:
 
     def train(self) -> TrainOutput:
         args, model = self.args, self.model
-        set_seed(args.seed)
+        optim.set_seed(args.seed)
         rng = random.Random(args.seed)
-        device = resolve_device(args.device)
+        device = optim.resolve_device(args.device)
         model.to(device)
         model.train()
-        optimizer = make_optimizer(self.model, self.args.learning_rate, self.args.head_learning_rate, self.args.weight_decay)
+        optimizer = optim.make_optimizer(self.model, self.args.learning_rate, self.args.head_learning_rate, self.args.weight_decay)
         params = [p for group in optimizer.param_groups for p in group["params"]]
         total = self.total_steps
-        scheduler = linear_warmup_decay(optimizer, total, self.args.warmup_ratio)
+        scheduler = optim.linear_warmup_decay(optimizer, total, self.args.warmup_ratio)
         self.log_history = []
         self._record_model_card()
         log_file = None
@@ -341,12 +318,8 @@ class RetrievalTrainer:
                     step += 1
                     logits, targets, doc_ids = self.batch_logits(batch.query_ids, batch.positive_ids, batch.negative_ids)
                     loss = matching.matching_nll(logits.log_softmax(dim=-1), targets)
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    grad_norm = torch.nn.utils.clip_grad_norm_(params, args.max_grad_norm)
-                    learning_rate = optimizer.param_groups[0]["lr"]  # the rate this step used
-                    optimizer.step()
-                    scheduler.step()
+                    learning_rate = optimizer.param_groups[0]["lr"]  # the rate this step uses
+                    grad_norm = optim.optimizer_step(loss, params, optimizer, scheduler, args.max_grad_norm)
 
                     loss_value = float(loss.detach())
                     acc = float((logits.detach().argmax(-1) == targets).float().mean())

@@ -64,12 +64,19 @@ class Encoder(nn.Module):
         raise NotImplementedError
 
     def config_dict(self) -> dict[str, Any]:
-        """A JSON-able description from which `from_saved` rebuilds the architecture."""
-        raise NotImplementedError
+        """A JSON-able description from which `from_saved` rebuilds the architecture (the
+        encoder's `config` dataclass)."""
+        return self.config.to_dict()
 
     def save(self, directory: str | Path) -> None:
         """Write the tokenizer and architecture files (not the weights) to `directory`."""
-        raise NotImplementedError
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.save_architecture(directory)
+        self.tokenizer.save_pretrained(str(directory))
+
+    def save_architecture(self, directory: Path) -> None:
+        """Hook: files besides the tokenizer that `from_saved` needs (none by default)."""
 
     @classmethod
     def from_saved(cls, directory: str | Path, config: dict[str, Any]) -> "Encoder":

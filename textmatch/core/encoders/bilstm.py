@@ -140,14 +140,6 @@ class BiLSTMEncoder(Encoder):
         emb = pool(self.dropout(hidden), mask, self.config.pooling)  # (batch, 2*hid)
         return F.normalize(emb, dim=-1) if self.config.normalize else emb
 
-    def config_dict(self) -> dict[str, Any]:
-        return self.config.to_dict()
-
-    def save(self, directory: str | Path) -> None:
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        self._tokenizer.save_pretrained(str(directory))
-
     @classmethod
     def from_saved(cls, directory: str | Path, config: dict[str, Any]) -> "BiLSTMEncoder":
         from transformers import AutoTokenizer

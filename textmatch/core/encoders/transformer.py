@@ -143,14 +143,8 @@ class TransformerEncoder(Encoder):
         emb = pool(hidden, features["attention_mask"], self.config.pooling)  # (batch, hidden)
         return F.normalize(emb, dim=-1) if self.config.normalize else emb
 
-    def config_dict(self) -> dict[str, Any]:
-        return self.config.to_dict()
-
-    def save(self, directory: str | Path) -> None:
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        self.model.config.save_pretrained(str(directory))
-        self._tokenizer.save_pretrained(str(directory))
+    def save_architecture(self, directory: Path) -> None:
+        self.model.config.save_pretrained(str(directory))  # config.json: from_saved builds the model from it
 
     @classmethod
     def from_saved(cls, directory: str | Path, config: dict[str, Any]) -> "TransformerEncoder":
