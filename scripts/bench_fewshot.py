@@ -31,14 +31,12 @@ intent-matcher-0 (meta-trained, no fine-tuning: the support set is only indexed)
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
 import platform
 import shlex
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -49,14 +47,18 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_common, report_fewshot
 
 import torch
+from bench_common import SHARED_DATA, atomic_path, command_line, cpu_model, update_json, utc_date
 
-from textmatch import MatchingNetwork, Trainer, TrainingArguments, matching
-from textmatch.data import load_text_dataset, sample_dataset
-from textmatch.evaluation import classification_report
-from textmatch.fewshot import choose_threshold, evaluate_episodes, oos_report
-from textmatch.hub import DEFAULT_MODEL, resolve_model
+from textmatch import MatchingNetwork, Trainer, TrainingArguments
+from textmatch.core import matching
+from textmatch.data.loading import load_text_dataset
+from textmatch.data.sampling import sample_dataset
+from textmatch.classification.metrics import classification_report
+from textmatch.classification.fewshot import choose_threshold, evaluate_episodes, oos_report
+from textmatch.hub.resolution import DEFAULT_MODEL, resolve_model
 
 DATASETS = ("banking77", "clinc150")
 OTHER = {"banking77": "clinc150", "clinc150": "banking77"}
@@ -97,7 +99,7 @@ def read_split(path: Path, quick_classes: set[str] | None = None, per_class: int
 
 
 def draw_k(train: Split, k: int, seed: int) -> Split:
-    """K examples of every class from the full train split (textmatch.data.sample_dataset)."""
+    """K examples of every class from the full train split (textmatch.data.sampling.sample_dataset)."""
     import datasets
 
     ds = sample_dataset(datasets.Dataset.from_dict({"text": train.texts, "label": train.labels}), num_samples=k, seed=seed)
@@ -128,12 +130,9 @@ class FrozenEmbeddings:
         return np.stack([self.table[t] for t in texts])  # (n, dim)
 
     def save(self) -> None:
-        self.cache_file.parent.mkdir(parents=True, exist_ok=True)
         texts = list(self.table)
-        fd, tmp = tempfile.mkstemp(dir=self.cache_file.parent, suffix=".npz")
-        os.close(fd)
-        np.savez(tmp, texts=np.asarray(texts), embeddings=np.stack([self.table[t] for t in texts]))
-        os.replace(tmp, self.cache_file)
+        with atomic_path(self.cache_file) as tmp:
+            np.savez(tmp, texts=np.asarray(texts), embeddings=np.stack([self.table[t] for t in texts]))
 
 
 # -- classifiers: each returns class names and an (n, classes) probability matrix -------------
@@ -266,7 +265,7 @@ def run_method(
         aggregation = model.config.aggregation
         # g'(x_i) as stored by fit (Trainer.train ends with fit on the same support, in order)
         assert model.support_texts == support.texts
-        s_emb = model._support_base.cpu().numpy()  # (n_support, dim)
+        s_emb = model.support_base_embeddings_.cpu().numpy()  # (n_support, dim)
         embs = {}
         for name, texts in evals.items():
             t0 = time.perf_counter()
@@ -346,25 +345,12 @@ class Results:
     def __init__(self, output_dir: Path, command: str) -> None:
         self.path = output_dir / "fewshot.json"
         self.command = command
-        self.run = {
-            "command": command,
-            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "machine": machine(),
-        }
-        self._update(lambda data: data["runs"].append(self.run))
+        self.run = {"command": command, "date": utc_date(), "machine": machine()}
+        self.update(lambda data: data["runs"].append(self.run))
 
-    def _update(self, change: Callable[[dict[str, Any]], None]) -> None:
-        import fcntl
-
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path.with_suffix(".lock"), "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            data = json.loads(self.path.read_text(encoding="utf-8")) if self.path.is_file() else {"runs": [], "records": []}
-            change(data)
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, suffix=".json")
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(data, fh, indent=1)
-            os.replace(tmp, self.path)
+    def update(self, change: Callable[[dict[str, Any]], None]) -> None:
+        """Apply `change` to the file's data under its lock (bench_common.update_json)."""
+        update_json(self.path, change, empty=lambda: {"runs": [], "records": []}, indent=1)
 
     def add(self, record: dict[str, Any]) -> None:
         record = {**{k: None for k in KEY_FIELDS}, **record, "command": self.command}
@@ -374,7 +360,7 @@ class Results:
             data["records"] = [r for r in data["records"] if tuple(r.get(k) for k in KEY_FIELDS) != key]
             data["records"].append(record)
 
-        self._update(change)
+        self.update(change)
         shown = {k: v for k, v in record.items() if k not in ("command", "config", "episode_accuracies")}
         print(json.dumps(shown), flush=True)
 
@@ -384,19 +370,13 @@ class Results:
                 if run["command"] == self.run["command"] and run["date"] == self.run["date"]:
                     run["wall_s"] = round(wall_s, 1)
 
-        self._update(change)
+        self.update(change)
 
 
 def machine() -> dict[str, Any]:
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpus": os.cpu_count(), "cpu": cpu, "torch_threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version()}
+    """The machine as fewshot.json's runs record it (report_fewshot.machine_line shows it)."""
+    return {"cpus": os.cpu_count(), "cpu": cpu_model() or platform.processor(), "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__, "python": platform.python_version()}
 
 
 # -- sections ---------------------------------------------------------------------------------
@@ -538,7 +518,7 @@ def oos_evals(args: argparse.Namespace) -> dict[str, Split]:
 def oos_record(method: str, classes: list[str], probs: dict[str, np.ndarray], test_labels: list[str], n_oos: int, info: dict[str, Any]) -> dict[str, Any]:
     """CLINC150 out-of-scope with the cpft train_10 support: a text whose best class
     probability is below the threshold is out-of-scope; the threshold maximises OOS F1 on
-    valid + oos_valid (textmatch.fewshot.choose_threshold)."""
+    valid + oos_valid (textmatch.classification.fewshot.choose_threshold)."""
     threshold = choose_threshold(probs["valid"].max(1), probs["oos_valid"].max(1))
     p = np.concatenate([probs["test"], probs["oos_test"]])
     gold = list(test_labels) + ["oos"] * n_oos
@@ -591,7 +571,7 @@ def section_intent_matcher(ctx: Context, results: Results, datasets: list[str]) 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
+    p.add_argument("--data-dir", default=str(SHARED_DATA))
     p.add_argument("--output-dir", default=None, help="where fewshot.json/.md/_vs_k.png go (default results/, or runs/fewshot-quick with --quick)")
     p.add_argument("--cache-dir", default=None, help="frozen embeddings and intent matchers (default .cache/bench_fewshot)")
     p.add_argument("--sections", default=",".join(SECTIONS))
@@ -643,7 +623,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    command = "python scripts/bench_fewshot.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    command = command_line(__file__, argv if argv is not None else sys.argv[1:])
     results = Results(args.output_dir, command)
     frozen_model = MatchingNetwork.from_pretrained(DEFAULT_MODEL)
     ctx = Context(args, FrozenEmbeddings(frozen_model, args.cache_dir / "frozen.npz"), args.cache_dir, args.quick)
@@ -665,5 +645,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     sys.exit(main())

@@ -1,4 +1,4 @@
-"""Scale benchmark of the vector-index backends in textmatch/index.py (exact, flat, hnsw, ivfpq).
+"""Scale benchmark of the vector-index backends in textmatch/retrieval/vector_index.py (exact, flat, hnsw, ivfpq).
 
     HF_HUB_OFFLINE=1 python scripts/bench_index.py            # N = 100k and 1M, ~25 min on 2 cores
     HF_HUB_OFFLINE=1 python scripts/bench_index.py --quick    # N = 20k only, < 2 min
@@ -17,7 +17,7 @@ the query was made from). HNSW is swept over ef_search, IVF-PQ over nprobe. Exac
 search time does not depend on the query, so their latency uses --brute-queries queries.
 
 A "crossover" table compares ExactIndex with HNSW at the library defaults on small N; it is
-what sets textmatch.index.AUTO_FAISS_THRESHOLD.
+what sets textmatch.retrieval.vector_index.AUTO_FAISS_THRESHOLD.
 
 Uniform random vectors in 384 dimensions are the hardest case for approximate search: every
 pair is almost orthogonal, the 10 nearest neighbours are barely closer than the rest, and
@@ -36,7 +36,6 @@ import json
 import math
 import os
 import platform
-import shlex
 import subprocess
 import sys
 import tempfile
@@ -50,7 +49,12 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_common
+from bench_common import (
+    DATE_COMMAND, REPO, code, command_line, header_lines, load_average_text, machine_info, markdown_table, utc_date,
+    versions, write_json_atomic, write_results,
+)
+
 sys.path.insert(0, str(REPO))
 
 BACKENDS = ("exact", "flat", "hnsw", "ivfpq")
@@ -62,19 +66,6 @@ TARGET_RECALL = 0.95
 
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # ------------------------------------------------------------------------------------ data
@@ -177,7 +168,7 @@ def worker(spec_path: str) -> int:
     spec = json.loads(Path(spec_path).read_text())
     import faiss  # noqa: F401  (imported before the baseline, like torch through textmatch)
 
-    from textmatch.index import make_index
+    from textmatch.retrieval.vector_index import make_index
 
     n, dim, backend = spec["n"], spec["dim"], spec["backend"]
     db = np.array(np.load(spec["db"], mmap_mode="r")[:n])  # in RAM, like embeddings just computed
@@ -259,7 +250,7 @@ def run_worker(spec: dict[str, Any], work: Path) -> dict[str, Any]:
 
 def crossover(sizes: list[int], dim: int, nq: int, seed: int, threads: int) -> list[dict[str, Any]]:
     """ExactIndex against HNSW at the library defaults (what make_index("auto") builds)."""
-    from textmatch.index import make_index
+    from textmatch.retrieval.vector_index import make_index
 
     rows = []
     queries = normalise(np.random.default_rng(seed + 1).standard_normal((nq, dim), dtype=np.float32))
@@ -297,38 +288,20 @@ def clear_crossover(rows: list[dict[str, Any]], margin: float = 0.2) -> int | No
 # ------------------------------------------------------------------------------------ report
 
 
-def machine_info() -> dict[str, Any]:
-    model = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = None
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                mem = round(int(line.split()[1]) / 2**20, 1)
-    except OSError:
-        pass
-    return {"cores": os.cpu_count(), "cpu_model": model, "mem_total_gib": mem, "platform": platform.platform()}
+def machine() -> dict[str, Any]:
+    """The machine as index_scale.json records it."""
+    m = machine_info()
+    return {"cores": m["cores"], "cpu_model": m["cpu_model"] or "unknown", "mem_total_gib": m["mem_total_gib"],
+            "platform": m["platform"]}
 
 
-def versions() -> dict[str, str]:
-    import importlib.metadata as md
-
-    import faiss
+def library_versions() -> dict[str, str]:
+    """python, numpy, faiss, torch, textmatch ("unknown" where not installed) and torch's threads."""
     import torch
 
-    out = {"python": platform.python_version(), "numpy": np.__version__, "faiss": faiss.__version__, "torch": torch.__version__}
-    try:
-        out["textmatch"] = md.version("textmatch")
-    except md.PackageNotFoundError:
-        out["textmatch"] = "unknown"
-    out["torch_threads"] = str(torch.get_num_threads())
-    return out
+    found = versions(("numpy", "faiss", "torch", "textmatch"))
+    return {"python": platform.python_version(), **{k: v or "unknown" for k, v in found.items()},
+            "torch_threads": str(torch.get_num_threads())}
 
 
 def fmt(x: Any, digits: int = 2) -> str:
@@ -359,18 +332,63 @@ def hnsw_target(result: dict[str, Any], variant: str) -> dict[str, Any]:
     }
 
 
+def variant_columns(variant: str = "random", p95: bool = True, source: bool = True) -> list[str]:
+    """Column names of one query kind's measures: p50 ms, p95 ms (if p95), recall@10, source@1
+    (if source: the noisy queries have it)."""
+    names = ["p50 ms"] + (["p95 ms"] if p95 else []) + ["recall@10"] + (["source@1"] if source else [])
+    return [f"{variant} {name}" for name in names]
+
+
+def variant_cells(measures: dict[str, Any], p95: bool = True, source: bool = True) -> list[str]:
+    """The cells of variant_columns for one query kind's measures."""
+    cells = [fmt(measures["p50_ms"])] + ([fmt(measures["p95_ms"])] if p95 else []) + [fmt(measures["recall_at_10"], 3)]
+    return cells + ([fmt(measures.get("source_at_1"), 3)] if source else [])
+
+
+def run_row(r: dict[str, Any]) -> list[str]:
+    """One backend's row of the table of an N: label (with its settings), build, memory, queries."""
+    label = r["label"]
+    if r["backend"] == "hnsw":
+        o = r["options"]
+        label += f" (M {o['hnsw_m']}, efC {o['ef_construction']}, ef {r['variants_ef_search']})"
+    if r["backend"] == "ivfpq":
+        label += f" (nlist {r['options']['nlist']}, nprobe {r['variants_nprobe']})"
+    return [label, fmt(r["build_s"], 1), fmt(r["peak_mib"], 0), fmt(r["resident_mib"], 0),
+            *variant_cells(r["variants"]["random"], source=False), *variant_cells(r["variants"]["noisy"])]
+
+
+def sweep_table(sweep: list[dict[str, Any]], knob: str, p95: bool) -> list[str]:
+    """An HNSW ef_search or IVF-PQ nprobe sweep: one row per value of `knob`."""
+    header = [knob, *variant_columns(p95=p95, source=False), *variant_columns("noisy", p95=p95)]
+    rows = [[str(row[knob]), *variant_cells(row["random"], p95, source=False), *variant_cells(row["noisy"], p95)]
+            for row in sweep]
+    return markdown_table(header, rows)
+
+
+def crossover_table(crossover: list[dict[str, Any]]) -> list[str]:
+    """ExactIndex against HNSW at the library defaults, one row per N."""
+    header = ["N", "exact p50 ms", "exact p95 ms", "hnsw p50 ms", "hnsw p95 ms", "hnsw recall@10", "hnsw build s",
+              "hnsw faster"]
+    rows = []
+    for row in crossover:
+        e, h = row["exact"], row["hnsw"]
+        rows.append([f"{row['n']:,}", fmt(e["p50_ms"], 3), fmt(e["p95_ms"], 3), fmt(h["p50_ms"], 3), fmt(h["p95_ms"], 3),
+                     fmt(h["recall_at_10"], 3), fmt(h["build_s"], 1), "yes" if row["hnsw_faster"] else "no"])
+    return markdown_table(header, rows)
+
+
 def render_markdown(report: dict[str, Any]) -> str:
+    """index_scale.md: the run, the data, a table per N with its sweeps, the target, the crossover."""
     cfg, m = report["config"], report["machine"]
-    lines = [
-        "# Vector-index scale benchmark (textmatch/index.py)",
-        "",
-        f"Command: `{report['command']}`  ",
-        f"Machine: {m['cores']} cores, {m['cpu_model']}, {m['mem_total_gib']} GiB; load average "
-        f"{report['load_average_start']} at the start, {report['load_average_end']} at the end "
-        "(the machine is shared: other jobs ran at the same time, so times are upper bounds).  ",
-        f"Date: {report['date_utc']}. Total time {report['total_s'] / 60:.1f} min.  ",
-        "Versions: " + ", ".join(f"{k} {v}" for k, v in report["versions"].items()) + ".",
-        "",
+    lines = header_lines([
+        ("Command", code(report["command"])),
+        ("Machine", f"{m['cores']} cores, {m['cpu_model']}, {m['mem_total_gib']} GiB; load average "
+                    f"{report['load_average_start']} at the start, {report['load_average_end']} at the end "
+                    "(the machine is shared: other jobs ran at the same time, so times are upper bounds)."),
+        ("Date", f"{report['date_utc']}. Total time {report['total_s'] / 60:.1f} min."),
+        ("Versions", ", ".join(f"{k} {v}" for k, v in report["versions"].items()) + "."),
+    ], title="Vector-index scale benchmark (textmatch/retrieval/vector_index.py)")
+    lines += [
         f"Data: random unit vectors, dim {cfg['dim']}, seed {cfg['seed']}; {cfg['queries']} queries of each kind: "
         f"**random** (independent random unit vectors) and **noisy** (a database vector + Gaussian noise of norm "
         f"{cfg['noise']}, renormalised; cosine to its source about {1 / math.sqrt(1 + cfg['noise'] ** 2):.2f}). "
@@ -397,26 +415,9 @@ def render_markdown(report: dict[str, Any]) -> str:
     ]
     for n_key, runs in report["runs"].items():
         n = int(n_key)
-        lines += [
-            f"## N = {n:,}",
-            "",
-            "| backend | build s | peak MiB | resident MiB | random p50 ms | random p95 ms | random recall@10 | noisy p50 ms | noisy p95 ms | noisy recall@10 | noisy source@1 |",
-            "|---|---|---|---|---|---|---|---|---|---|---|",
-        ]
-        for r in runs.values():
-            backend = r["backend"]
-            rv, nv = r["variants"]["random"], r["variants"]["noisy"]
-            label = r["label"]
-            if backend == "hnsw":
-                o = r["options"]
-                label += f" (M {o['hnsw_m']}, efC {o['ef_construction']}, ef {r['variants_ef_search']})"
-            if backend == "ivfpq":
-                label += f" (nlist {r['options']['nlist']}, nprobe {r['variants_nprobe']})"
-            lines.append(
-                f"| {label} | {fmt(r['build_s'], 1)} | {fmt(r['peak_mib'], 0)} | {fmt(r['resident_mib'], 0)} | "
-                f"{fmt(rv['p50_ms'])} | {fmt(rv['p95_ms'])} | {fmt(rv['recall_at_10'], 3)} | "
-                f"{fmt(nv['p50_ms'])} | {fmt(nv['p95_ms'])} | {fmt(nv['recall_at_10'], 3)} | {fmt(nv.get('source_at_1'), 3)} |"
-            )
+        header = ["backend", "build s", "peak MiB", "resident MiB", *variant_columns(p95=True, source=False),
+                  *variant_columns("noisy", p95=True)]
+        lines += [f"## N = {n:,}", "", *markdown_table(header, [run_row(r) for r in runs.values()])]
         lines += ["", f"Data held by the benchmark process: {next(iter(runs.values()))['data_mib']:.0f} MiB (not counted above).", ""]
         for label, r in runs.items():
             if r["backend"] != "hnsw":
@@ -426,16 +427,9 @@ def render_markdown(report: dict[str, Any]) -> str:
                 f"{label} ef_search sweep (N = {n:,}, M={o['hnsw_m']}, ef_construction={o['ef_construction']}, "
                 f"build {r['build_s']:.0f} s = {n / r['build_s']:.0f} vectors/s; {cfg['queries']} queries each):",
                 "",
-                "| ef_search | random p50 ms | random p95 ms | random recall@10 | noisy p50 ms | noisy p95 ms | noisy recall@10 | noisy source@1 |",
-                "|---|---|---|---|---|---|---|---|",
+                *sweep_table(r["sweep"], "ef_search", p95=True),
+                "",
             ]
-            for row in r["sweep"]:
-                rv, nv = row["random"], row["noisy"]
-                lines.append(
-                    f"| {row['ef_search']} | {fmt(rv['p50_ms'])} | {fmt(rv['p95_ms'])} | {fmt(rv['recall_at_10'], 3)} | "
-                    f"{fmt(nv['p50_ms'])} | {fmt(nv['p95_ms'])} | {fmt(nv['recall_at_10'], 3)} | {fmt(nv['source_at_1'], 3)} |"
-                )
-            lines.append("")
             for variant in VARIANTS:
                 t = report["hnsw_targets"][n_key][label][variant]
                 if t["ef_search"] is not None:
@@ -453,16 +447,9 @@ def render_markdown(report: dict[str, Any]) -> str:
             lines += [
                 f"IVF-PQ nprobe sweep (N = {n:,}, nlist {runs['ivfpq']['options']['nlist']}):",
                 "",
-                "| nprobe | random p50 ms | random recall@10 | noisy p50 ms | noisy recall@10 | noisy source@1 |",
-                "|---|---|---|---|---|---|",
+                *sweep_table(runs["ivfpq"]["sweep"], "nprobe", p95=False),
+                "",
             ]
-            for row in runs["ivfpq"]["sweep"]:
-                rv, nv = row["random"], row["noisy"]
-                lines.append(
-                    f"| {row['nprobe']} | {fmt(rv['p50_ms'])} | {fmt(rv['recall_at_10'], 3)} | {fmt(nv['p50_ms'])} | "
-                    f"{fmt(nv['recall_at_10'], 3)} | {fmt(nv['source_at_1'], 3)} |"
-                )
-            lines.append("")
 
     lines += ["## Target", ""]
     tgt = report["target"]
@@ -480,15 +467,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"HNSW M=32, ef_construction=200, ef_search=128 (what `make_index(\"auto\")` builds), ExactIndex "
         f"chunk_size=50000; {cfg['queries']} random queries one at a time.",
         "",
-        "| N | exact p50 ms | exact p95 ms | hnsw p50 ms | hnsw p95 ms | hnsw recall@10 | hnsw build s | hnsw faster |",
-        "|---|---|---|---|---|---|---|---|",
+        *crossover_table(report["crossover"]),
     ]
-    for row in report["crossover"]:
-        e, h = row["exact"], row["hnsw"]
-        lines.append(
-            f"| {row['n']:,} | {fmt(e['p50_ms'], 3)} | {fmt(e['p95_ms'], 3)} | {fmt(h['p50_ms'], 3)} | {fmt(h['p95_ms'], 3)} | "
-            f"{fmt(h['recall_at_10'], 3)} | {fmt(h['build_s'], 1)} | {'yes' if row['hnsw_faster'] else 'no'} |"
-        )
     first = next((row for row in report["crossover"] if row["hnsw_faster"]), None)
     clear = report.get("crossover_clear_n")
     by = f" (by {1 - first['hnsw']['p50_ms'] / first['exact']['p50_ms']:.0%})" if first else ""
@@ -496,7 +476,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         f"Smallest N in this table where HNSW's p50 beats exact search: {format(first['n'], ',') if first else 'none'}{by}. "
         f"Smallest N from which HNSW is at least 20% faster at every larger size: {format(clear, ',') if clear else 'none'}. "
-        f"`AUTO_FAISS_THRESHOLD` in textmatch/index.py: {report['auto_faiss_threshold']:,}: below the clear crossover "
+        f"`AUTO_FAISS_THRESHOLD` in textmatch/retrieval/vector_index.py: {report['auto_faiss_threshold']:,}: below the clear crossover "
         "the two are within noise of each other (well under a millisecond), and there the exact index wins: exact "
         "results, no graph to build, free appends.",
         "",
@@ -510,18 +490,10 @@ def render_only(json_path: Path) -> int:
     """Recompute the derived fields of a saved report and write its JSON and markdown again."""
     report = json.loads(json_path.read_text(encoding="utf-8"))
     report["crossover_clear_n"] = clear_crossover(report["crossover"])
-    report["rerendered_utc"] = subprocess.run(["date", "-u"], capture_output=True, text=True, check=False).stdout.strip()
-    write_atomic(json_path, json.dumps(report, indent=1) + "\n")
-    write_atomic(json_path.with_suffix(".md"), render_markdown(report))
+    report["rerendered_utc"] = utc_date(DATE_COMMAND)
+    write_results(json_path.parent, json_path.stem, report, render_markdown, indent=1)
     log(f"re-rendered {json_path} and {json_path.with_suffix('.md')}")
     return 0
-
-
-def load_average() -> str:
-    try:
-        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        return "unknown"
 
 
 # ------------------------------------------------------------------------------------ main
@@ -565,12 +537,12 @@ def main() -> int:
     defaults_sizes = args.hnsw_defaults_sizes if args.hnsw_defaults_sizes is not None else ([20_000] if args.quick else [100_000])
     cross_sizes = args.crossover_sizes or ([1000, 2000, 5000] if args.quick else [1000, 2000, 5000, 7500, 10_000, 15_000, 20_000])
     out_dir = args.output_dir or (Path(tempfile.gettempdir()) / "textmatch-bench-index" if args.quick else REPO / "results")
-    command = "python scripts/bench_index.py" + ("" if len(sys.argv) == 1 else " " + shlex.join(sys.argv[1:]))
-    date_utc = subprocess.run(["date", "-u"], capture_output=True, text=True, check=False).stdout.strip()
-    load_start = load_average()
+    command = command_line(__file__, sys.argv[1:])
+    date_utc = utc_date(DATE_COMMAND)
+    load_start = load_average_text()
     log(f"{command}: sizes {sizes}, backends {args.backends}, load average {load_start}")
 
-    from textmatch.index import AUTO_FAISS_THRESHOLD
+    from textmatch.retrieval.vector_index import AUTO_FAISS_THRESHOLD
 
     cross = crossover(cross_sizes, args.dim, args.queries, args.seed, args.search_threads)
     crossover_n = next((row["n"] for row in cross if row["hnsw_faster"]), None)
@@ -604,8 +576,8 @@ def main() -> int:
     report: dict[str, Any] = {
         "command": command,
         "date_utc": date_utc,
-        "machine": machine_info(),
-        "versions": versions(),
+        "machine": machine(),
+        "versions": library_versions(),
         "load_average_start": load_start,
         "config": config,
         "crossover": cross,
@@ -677,7 +649,7 @@ def main() -> int:
                     + ", ".join(f"{v} p50 {r['variants'][v]['p50_ms']:.2f} ms recall {r['variants'][v]['recall_at_10']:.3f}" for v in VARIANTS)
                 )
                 report["runs"][str(n)] = runs
-                write_atomic(work / "partial.json", json.dumps(report, indent=1))
+                write_json_atomic(work / "partial.json", report, indent=1)
             report["hnsw_targets"][str(n)] = {
                 label: {v: hnsw_target(r, v) for v in VARIANTS} for label, r in runs.items() if r["backend"] == "hnsw"
             }
@@ -701,10 +673,9 @@ def main() -> int:
         else "Target met for both query kinds."
     )
     report["target"] = {"n": n_target, **targets, "note": note}
-    report["load_average_end"] = load_average()
+    report["load_average_end"] = load_average_text()
     report["total_s"] = round(time.perf_counter() - started, 1)
-    write_atomic(out_dir / "index_scale.json", json.dumps(report, indent=1) + "\n")
-    write_atomic(out_dir / "index_scale.md", render_markdown(report))
+    write_results(out_dir, "index_scale", report, render_markdown, indent=1)
     log(f"wrote {out_dir / 'index_scale.json'} and {out_dir / 'index_scale.md'} in {report['total_s'] / 60:.1f} min")
     return 0
 

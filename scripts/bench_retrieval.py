@@ -18,9 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,34 +25,28 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data"
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_common
+from bench_common import (
+    DATE_MINUTES, REPO, SHARED_DATA, code, command_line, header_lines, machine_info, peak_rss_mb, utc_date, versions,
+    write_results,
+)
+
+DATA = SHARED_DATA
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
 
 def machine() -> dict:
-    info = {"cores": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                info["cpu"] = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import faiss
-    import torch
-    import transformers
-
-    info.update({"torch": torch.__version__, "transformers": transformers.__version__, "faiss": faiss.__version__})
+    """The machine and library versions as retrieval.json records them ("cpu" only where known)."""
+    m = machine_info()
+    info = {"cores": m["cores"], "python": m["python"], "platform": m["platform"]}
+    if m["cpu_model"]:
+        info["cpu"] = m["cpu_model"]
+    info.update(versions(("torch", "transformers", "faiss")))
     return info
 
 
-def rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def evaluate(retriever, data, mode: str, fusion: str = "rrf", dense_weight: float = 0.5) -> dict:
-    from textmatch.evaluation import evaluate_retrieval
+    from textmatch.retrieval.metrics import evaluate_retrieval
 
     qids = [str(q) for q in data.queries["_id"][:]]
     texts = [str(t) for t in data.queries["text"][:]]
@@ -69,9 +60,9 @@ def evaluate(retriever, data, mode: str, fusion: str = "rrf", dense_weight: floa
 
 
 def finetune(model, folder: Path, args) -> dict:
-    from textmatch.bm25 import BM25Index, mine_hard_negatives
-    from textmatch.data import load_beir
-    from textmatch.retrieval_training import RetrievalTrainer, RetrievalTrainingArguments
+    from textmatch.retrieval.bm25 import BM25Index, mine_hard_negatives
+    from textmatch.retrieval.beir import load_beir
+    from textmatch.retrieval.training import RetrievalTrainer, RetrievalTrainingArguments
 
     train = load_beir(folder, split="train")
     corpus = {str(d["_id"]): f"{d['title']} {d['text']}".strip() for d in train.corpus}
@@ -91,7 +82,7 @@ def finetune(model, folder: Path, args) -> dict:
 
 def index_backends(embeddings: np.ndarray, queries: np.ndarray, kinds: list[str]) -> dict:
     """Build each vector index on the same passage embeddings, time one-query searches."""
-    from textmatch.index import make_index
+    from textmatch.retrieval.vector_index import make_index
 
     ids = [str(i) for i in range(len(embeddings))]
     exact = make_index("exact", embeddings.shape[1])
@@ -99,7 +90,7 @@ def index_backends(embeddings: np.ndarray, queries: np.ndarray, kinds: list[str]
     truth = [set(r) for r in exact.search(queries, 10)[1]]
     out = {}
     for kind in kinds:
-        before = rss_mb()
+        before = peak_rss_mb()
         start = time.perf_counter()
         index = make_index(kind, embeddings.shape[1], n_expected=len(embeddings))
         index.add(embeddings, ids)
@@ -117,14 +108,14 @@ def index_backends(embeddings: np.ndarray, queries: np.ndarray, kinds: list[str]
             disk = sum(p.stat().st_size for p in Path(tmp).rglob("*") if p.is_file()) / 2**20
         out[kind] = {"build_seconds": round(build, 3), "p50_ms": round(float(np.percentile(latencies, 50)), 3),
                      "p95_ms": round(float(np.percentile(latencies, 95)), 3), "recall@10_vs_exact": round(recall, 4),
-                     "peak_rss_growth_mb": round(rss_mb() - before, 1), "disk_mb": round(disk, 1)}
+                     "peak_rss_growth_mb": round(peak_rss_mb() - before, 1), "disk_mb": round(disk, 1)}
     return out
 
 
 def run_dataset(name: str, args, results: dict) -> None:
     from textmatch import MatchingNetwork
-    from textmatch.data import load_beir
-    from textmatch.retrieval import IndexConfig, Retriever
+    from textmatch.retrieval.beir import load_beir
+    from textmatch.retrieval.retriever import IndexConfig, Retriever
 
     folder = DATA / name
     data = load_beir(folder, split="test")
@@ -138,7 +129,7 @@ def run_dataset(name: str, args, results: dict) -> None:
 
     model = MatchingNetwork.from_pretrained(MODEL, backend=args.backend)  # training always runs in torch
     start = time.perf_counter()
-    retriever = Retriever.build(model, corpus, tmp / "frozen", IndexConfig(backend="exact"), show_progress_bar=False)
+    retriever = Retriever.build(model, corpus, tmp / "frozen", IndexConfig(index_kind="exact"), show_progress_bar=False)
     build = time.perf_counter() - start
     results.setdefault("index_build", {})[name] = {
         "seconds": round(build, 1), "documents": retriever.meta["n_documents"], "passages": retriever.meta["n_passages"]}
@@ -157,7 +148,7 @@ def run_dataset(name: str, args, results: dict) -> None:
         if not args.no_finetune:
             info = finetune(model, folder, args)
             results["finetune"] = info
-            tuned = Retriever.build(model, corpus, tmp / "tuned", IndexConfig(backend="exact"), show_progress_bar=False)
+            tuned = Retriever.build(model, corpus, tmp / "tuned", IndexConfig(index_kind="exact"), show_progress_bar=False)
             rows["dense, fine-tuned (matching loss)"] = evaluate(tuned, data, "dense")
             rows["hybrid RRF, fine-tuned"] = evaluate(tuned, data, "hybrid", "rrf")
             rows["hybrid weighted 0.5, fine-tuned"] = evaluate(tuned, data, "hybrid", "weighted", 0.5)
@@ -165,16 +156,19 @@ def run_dataset(name: str, args, results: dict) -> None:
 
 
 def write_outputs(results: dict, out_dir: Path) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir / "retrieval.json.tmp"
-    tmp.write_text(json.dumps(results, indent=2) + "\n")
-    os.replace(tmp, out_dir / "retrieval.json")
-    lines = [
-        "# Retrieval benchmark", "",
-        f"Command: `{results['command']}`  ",
-        f"Date: {results['date']}  ",
-        f"Machine: {results['machine'].get('cores')} cores, {results['machine'].get('cpu', '?')}, "
-        f"torch {results['machine']['torch']}, faiss {results['machine']['faiss']}", "",
+    """retrieval.json and retrieval.md in `out_dir`, each atomically."""
+    write_results(out_dir, "retrieval", results, render_markdown)
+
+
+def render_markdown(results: dict) -> str:
+    """retrieval.md: the run, then a table per dataset, fine-tuning, index backends, targets."""
+    m = results["machine"]
+    lines = header_lines([
+        ("Command", code(results["command"])),
+        ("Date", results["date"]),
+        ("Machine", f"{m.get('cores')} cores, {m.get('cpu', '?')}, torch {m['torch']}, faiss {m['faiss']}"),
+    ], title="Retrieval benchmark")
+    lines += [
         f"Model: {MODEL} (mean pooling, L2-normalised; inference backend {results['backend']}), passages of at most 256 tokens with 32 overlapping, "
         "title prepended; a document scores its best passage. Test qrels. Numbers in %.", "",
     ]
@@ -212,9 +206,7 @@ def write_outputs(results: dict, out_dir: Path) -> None:
         for t in results["targets"]:
             lines.append(f"- {t}")
         lines.append("")
-    tmp = out_dir / "retrieval.md.tmp"
-    tmp.write_text("\n".join(lines))
-    os.replace(tmp, out_dir / "retrieval.md")
+    return "\n".join(lines)
 
 
 def targets(results: dict) -> list[str]:
@@ -254,15 +246,14 @@ def main() -> int:
         print(f"bench_retrieval: {DATA} is missing (the benchmark data)", file=sys.stderr)
         return 2
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    date = subprocess.run(["date", "-u", "+%Y-%m-%d %H:%M UTC"], capture_output=True, text=True).stdout.strip()
-    results = {"command": "python scripts/bench_retrieval.py " + " ".join(sys.argv[1:]), "date": date,
+    results = {"command": command_line(__file__, sys.argv[1:]), "date": utc_date(DATE_MINUTES),
                "machine": machine(), "quick": args.quick, "backend": args.backend}
     start = time.perf_counter()
     for name in args.datasets:
         run_dataset(name, args, results)
         print(f"{name}: done at {time.perf_counter() - start:.0f} s", file=sys.stderr)
     results["total_seconds"] = round(time.perf_counter() - start, 1)
-    results["peak_rss_mb"] = round(rss_mb(), 1)
+    results["peak_rss_mb"] = round(peak_rss_mb(), 1)
     results["targets"] = targets(results)
     write_outputs(results, Path(args.output_dir))
     print(json.dumps({k: v for k, v in results.items() if k in ("datasets", "targets")}, indent=1))

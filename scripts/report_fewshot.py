@@ -1,7 +1,7 @@
 """Render the few-shot benchmark results: fewshot.json -> fewshot.md + fewshot_vs_k.png.
 
 `render(output_dir)` reads `<output_dir>/fewshot.json` (written by scripts/bench_fewshot.py)
-and writes, each atomically (a temporary file in the same folder, then `os.replace`):
+and writes, each atomically (bench_common: a temporary file in the same folder, then `os.replace`):
 
   fewshot.md          one table per section that has records, each followed by the commands
                       that produced its records
@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import statistics
-import tempfile
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_common
+from bench_common import markdown_table, write_bytes_atomic, write_text_atomic
 
 Record = dict[str, Any]
 Cell = tuple[str, int]  # (dataset, k)
@@ -73,10 +75,8 @@ def render(output_dir: Path) -> None:
     """Write `fewshot.md` and `fewshot_vs_k.png` in `output_dir` from its `fewshot.json`."""
     output_dir = Path(output_dir)
     data = load_results(output_dir / "fewshot.json")
-    markdown = render_markdown(data)
-    write_atomic(output_dir / "fewshot.md", markdown.encode("utf-8"))
-    png = plot_accuracy_vs_k(data.get("records", []), "banking77")
-    write_atomic(output_dir / "fewshot_vs_k.png", png)
+    write_text_atomic(output_dir / "fewshot.md", render_markdown(data))
+    write_bytes_atomic(output_dir / "fewshot_vs_k.png", plot_accuracy_vs_k(data.get("records", []), "banking77"))
 
 
 def load_results(path: Path) -> dict[str, Any]:
@@ -85,21 +85,6 @@ def load_results(path: Path) -> dict[str, Any]:
         raise FileNotFoundError(f"{path} not found: run scripts/bench_fewshot.py first (it writes fewshot.json there)")
     data = json.loads(path.read_text(encoding="utf-8"))
     return {**data, "runs": list(data.get("runs") or []), "records": list(data.get("records") or [])}
-
-
-def write_atomic(path: Path, payload: bytes) -> None:
-    """Write `payload` to `path` through a temporary file in the same folder and `os.replace`,
-    so a reader never sees a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(payload)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 # -- the Markdown document ------------------------------------------------------------------------
@@ -519,12 +504,6 @@ def notes_lines(reasons: Sequence[str]) -> list[str]:
 def legend_lines() -> list[str]:
     """What a dash means."""
     return [f"{DASH} = not run (or not recorded).", ""]
-
-
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    """A GitHub Markdown table."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return lines + ["| " + " | ".join(row) + " |" for row in rows]
 
 
 def escape_cell(text: str) -> str:

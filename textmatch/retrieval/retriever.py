@@ -93,7 +93,7 @@ class Retriever:
         self.folder = folder
         self.config = config
         self.meta = meta
-        self.vectors = vectors  # textmatch.index.VectorIndex over passage embeddings
+        self.vectors = vectors  # textmatch.retrieval.vector_index.VectorIndex over passage embeddings
         self.passage_docs = passage_docs  # passage position -> document id
         self.bm25 = bm25
         self.last_build: dict[str, int] = {}  # shards / reused_shards / new_passages of the last build or add
@@ -102,7 +102,7 @@ class Retriever:
     @classmethod
     def build(cls, model: Any, corpus: Any, folder: str | os.PathLike, config: IndexConfig | None = None,
               show_progress_bar: bool = True, **corpus_options: Any) -> "Retriever":
-        """Index `corpus` (see textmatch.corpus.read_corpus) with `model` into `folder`."""
+        """Index `corpus` (see textmatch.retrieval.corpus.read_corpus) with `model` into `folder`."""
         config = config or IndexConfig()
         folder = Path(folder).expanduser().resolve()
         documents = checked_documents(read_corpus(corpus, **corpus_options))

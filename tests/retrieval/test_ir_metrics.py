@@ -1,4 +1,4 @@
-"""IR metrics in `textmatch.evaluation`: hand-computed cases (trec_eval semantics) and a ranx cross-check."""
+"""IR metrics in `textmatch.retrieval.metrics`: hand-computed cases (trec_eval semantics) and a ranx cross-check."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""textmatch.fusion against naive loops written here, on small hand-made and random runs."""
+"""textmatch.retrieval.fusion against naive loops written here, on small hand-made and random runs."""
 
 from __future__ import annotations
 

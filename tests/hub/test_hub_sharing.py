@@ -233,7 +233,7 @@ def test_push_refuses_a_bad_repo_id(trained_folder):
 def _readme_block(lang: str, needle: str) -> str:
     import re
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
     blocks = [b for b in re.findall(rf"```{lang}\n(.*?)```", readme, re.S) if needle in b]
     assert blocks, f"README has no {lang} block with {needle!r}"
     return blocks[0]

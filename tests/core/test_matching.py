@@ -1,4 +1,4 @@
-"""textmatch.matching against naive pure-Python loop implementations (torchmeta style).
+"""textmatch.core.matching against naive pure-Python loop implementations (torchmeta style).
 
 Every reference below is written with Python floats and the `math` module only, straight
 from the equations of Vinyals et al. 2016 (eqs. 1-2) and Snell et al. 2017, so that a

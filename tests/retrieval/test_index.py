@@ -1,4 +1,4 @@
-"""Vector-index backends (textmatch/index.py) against a naive numpy loop."""
+"""Vector-index backends (textmatch/retrieval/vector_index.py) against a naive numpy loop."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Full Context Embeddings (textmatch.encoders.fce, appendix A.2 of Vinyals et al. 2016)."""
+"""Full Context Embeddings (textmatch.core.encoders.fce, appendix A.2 of Vinyals et al. 2016)."""
 
 from __future__ import annotations
 
