@@ -58,7 +58,7 @@ def test_predict_json(tiny_bert_dir, files, capsys):
 
 def test_predict_plain_and_threshold(tiny_bert_dir, files, capsys):
     code, out, _ = run(["predict", "--model", tiny_bert_dir, "--support", files["support"],
-                        "--threshold", "1.01", "rain today"], capsys)
+                        "--threshold", "1.0", "rain today"], capsys)
     assert code == 0
     label, score, text = out.strip().split("\t")
     assert label == "oos" and text == "rain today" and 0 < float(score) <= 1
@@ -187,3 +187,95 @@ def test_predict_json_encodes_each_text_once(tiny_bert_dir, files, capsys, monke
     assert code == 0, err
     assert [t for t in encoded if t in queries] == queries  # each once (twice before: proba, then labels)
     assert len(json.loads(out)["predictions"]) == 3
+
+
+# -- lose nothing: the data-loss cases of the reliability issue, each reproduced ------------------
+def write_corpus(path: Path) -> Path:
+    with open(path, "w", encoding="utf-8") as fh:
+        for i, text in enumerate(["rain and wind today", "a new pizza place", "cheap flights to rome"]):
+            fh.write(json.dumps({"_id": f"d{i}", "title": "", "text": text}) + "\n")
+    return path
+
+
+def test_index_output_keeps_the_users_files(tiny_bert_dir, capsys, tmp_path):
+    """`mkdir d; echo x > d/keep.txt; textmatch index --corpus c.jsonl --output d` deleted keep.txt."""
+    pytest.importorskip("bm25s")
+    out = tmp_path / "d"
+    (out / "sub").mkdir(parents=True)
+    (out / "keep.txt").write_text("x")
+    (out / "sub" / "keep.txt").write_text("y")
+    corpus = write_corpus(tmp_path / "c.jsonl")
+    for _ in range(2):  # a new index, then a rebuild over it
+        code, _, err = run(["index", "--model", tiny_bert_dir, "--corpus", corpus, "--output", out, "--no-progress"], capsys)
+        assert code == 0, err
+    assert (out / "keep.txt").read_text() == "x" and (out / "sub" / "keep.txt").read_text() == "y"
+    code, out_text, err = run(["search", "--index", out, "--model", tiny_bert_dir, "--json", "rain"], capsys)
+    assert code == 0 and json.loads(out_text)["results"][0]["hits"], err
+
+
+def test_index_over_a_model_folder_is_refused(tiny_bert_dir, files, capsys, tmp_path):
+    pytest.importorskip("bm25s")
+    model_dir = tmp_path / "model"
+    code, _, err = run(["train", "--model", tiny_bert_dir, "--train", files["support"], "--output", model_dir,
+                        "--episodes", "1", "--no-progress"], capsys)
+    assert code == 0, err
+    before = sorted(p.name for p in model_dir.iterdir())
+    code, _, err = run(["index", "--model", tiny_bert_dir, "--corpus", write_corpus(tmp_path / "c.jsonl"),
+                        "--output", model_dir, "--no-progress"], capsys)
+    assert code == 2 and "holds a textmatch model" in err and len(err.strip().splitlines()) == 1, err
+    assert sorted(p.name for p in model_dir.iterdir()) == before
+
+
+def test_train_output_keeps_the_users_files_and_mode(tiny_bert_dir, files, capsys, tmp_path):
+    """train --output over a user's folder overwrote README.md and config.json and chmod-ed it 700."""
+    out = tmp_path / "mine"
+    out.mkdir()
+    os.chmod(out, 0o755)
+    (out / "README.md").write_text("my notes")
+    argv = ["train", "--model", tiny_bert_dir, "--train", files["support"], "--output", out, "--episodes", "1",
+            "--no-progress"]
+    code, _, err = run(argv, capsys)
+    assert code == 2 and "README.md is not a file textmatch wrote" in err, err
+    assert (out / "README.md").read_text() == "my notes"
+    (out / "README.md").rename(out / "notes.md")
+    (out / "thesis.docx").write_text("years of work")
+    code, _, err = run(argv, capsys)
+    assert code == 0, err
+    assert (out / "notes.md").read_text() == "my notes" and (out / "thesis.docx").read_text() == "years of work"
+    assert oct(out.stat().st_mode & 0o777) == oct(0o755)
+    assert (out / "training_log.jsonl").is_file()
+
+
+def test_a_failed_training_run_keeps_the_previous_log(tiny_bert_dir, files, capsys, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    argv = ["train", "--model", tiny_bert_dir, "--train", files["support"], "--output", out, "--episodes", "2",
+            "--no-progress"]
+    assert run(argv, capsys)[0] == 0
+    log = (out / "training_log.jsonl").read_text()
+    from textmatch import MatchingNetwork
+
+    def boom(self, *a, **k):
+        raise RuntimeError("killed mid-run")
+
+    monkeypatch.setattr(MatchingNetwork, "episode_log_probs", boom)
+    code, _, err = run(argv, capsys)
+    assert code == 1 and "killed mid-run" in err
+    assert (out / "training_log.jsonl").read_text() == log  # not truncated by the failed run
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".training_log")) == []
+
+
+def test_train_refuses_before_training_not_after(tiny_bert_dir, files, capsys, tmp_path, monkeypatch):
+    from textmatch import Trainer
+
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "config.json").write_text("{}")  # the user's, not a textmatch config
+
+    def never(self):
+        raise AssertionError("training started although the save was bound to fail")
+
+    monkeypatch.setattr(Trainer, "train", never)
+    code, _, err = run(["train", "--model", tiny_bert_dir, "--train", files["support"], "--output", out,
+                        "--no-progress"], capsys)
+    assert code == 2 and "config.json is not a file textmatch wrote" in err, err
+    assert (out / "config.json").read_text() == "{}"

@@ -170,7 +170,14 @@ def test_cli_index_search_evaluate(tiny_bert_dir, tmp_path, capsys):
     assert cli.main(["index", "--model", str(tiny_bert_dir), "--corpus", str(beir), "--output", str(out),
                      "--no-progress"]) == 0, capsys.readouterr().err
     capsys.readouterr()
-    assert cli.main(["search", "--index", str(out), "--top-k", "3", "--mode", "hybrid", "--json", "rain sunny"]) == 0
+    # the index names its model (a folder outside the index): used only when asked for
+    assert cli.main(["search", "--index", str(out), "rain sunny"]) == 2
+    err = capsys.readouterr().err
+    assert "was built with the model" in err and str(tiny_bert_dir) in err and "--allow-index-model" in err
+    assert cli.main(["search", "--index", str(out), "--allow-index-model", "--top-k", "1", "rain"]) == 0
+    capsys.readouterr()
+    assert cli.main(["search", "--index", str(out), "--model", str(tiny_bert_dir), "--top-k", "3", "--mode", "hybrid",
+                     "--json", "rain sunny"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert len(doc["results"][0]["hits"]) == 3
     assert cli.main(["evaluate-retrieval", "--model", str(tiny_bert_dir), "--data", str(beir), "--mode", "bm25",
@@ -178,7 +185,7 @@ def test_cli_index_search_evaluate(tiny_bert_dir, tmp_path, capsys):
     report = json.loads(capsys.readouterr().out)
     assert {"ndcg@10", "recall@100", "mrr@10", "n_queries"} <= set(report) and report["n_queries"] == len(TOPICS)
     assert report["ndcg@10"] > 0.5  # BM25 finds the topic words on this toy set
-    assert cli.main(["search", "--index", str(out), "--top-k", "0", "rain"]) == 2
+    assert cli.main(["search", "--index", str(out), "--model", str(tiny_bert_dir), "--top-k", "0", "rain"]) == 2
     assert "--top-k" in capsys.readouterr().err
 
 

@@ -25,6 +25,7 @@ from ..core import matching
 from ..data.loading import as_text_label_lists
 from ..core.episodes import EpisodeSampler
 from ..errors import TextMatchError
+from ..files import AtomicFile
 from ..core.card_data import EXCLUDED_TRAINING_ARGS, infer_dataset_name
 from ..core.modeling import MatchingNetwork
 from ..core import optimization as optim
@@ -184,9 +185,10 @@ class Trainer:
         optimizer = optim.make_optimizer(self.model, args.learning_rate, args.head_learning_rate, args.weight_decay)
         scheduler = optim.linear_warmup_decay(optimizer, args.num_episodes, args.warmup_ratio)
         log_file = None
+        completed = False
         if args.output_dir:
-            Path(args.output_dir).mkdir(parents=True, exist_ok=True)
-            log_file = open(Path(args.output_dir) / "training_log.jsonl", "w", encoding="utf-8")  # noqa: SIM115
+            # the log replaces the previous run's only when this run completes (textmatch.files)
+            log_file = AtomicFile(Path(args.output_dir) / "training_log.jsonl")
 
         from tqdm.auto import tqdm
 
@@ -250,10 +252,11 @@ class Trainer:
                 if stop:
                     bar.write(f"early stopping at step {step}: no improvement in {bad_evals} evaluations", file=sys.stderr)
                     break
+            completed = True
         finally:
             bar.close()
             if log_file is not None:
-                log_file.close()
+                log_file.commit() if completed else log_file.discard()
 
         if best_state is not None and args.load_best_model_at_end:
             self.model.load_state_dict(best_state)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from typing import Sequence
 
 from ..errors import TextMatchError
@@ -47,7 +48,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, "batch_size", 1) < 1:
             raise TextMatchError(f"--batch-size must be at least 1, got {args.batch_size}")
         quiet_libraries()
-        return args.handler(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = lambda message, *_: print(f"textmatch {args.command}: warning: {message}", file=sys.stderr)
+            return args.handler(args)
     except TextMatchError as exc:
         print(f"textmatch {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -198,6 +198,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         **{k: v for k, v in given.items() if v is not None},
     )
     model = load_model(args, **overrides)
+    model.check_save_directory(args.output)  # fail now, not after training
     trainer = Trainer(model, training_args, train_dataset=train, eval_dataset=valid, train_dataset_name=args.dataset)
     result = trainer.train()
     model.save_pretrained(args.output)

@@ -7,11 +7,12 @@ import argparse
 import json
 import os
 import sys
+import warnings
 from typing import Any
 
 from ..backends import BACKENDS
 from ..core.modeling import MatchingNetwork
-from ..data import load_text_dataset, texts_and_labels
+from ..data import check_conflicts, load_text_dataset, texts_and_labels
 from ..errors import TextMatchError
 from ..hub import DEFAULT_MODEL
 
@@ -36,6 +37,8 @@ def add_data_columns(p: argparse.ArgumentParser, dataset_role: str) -> None:
                         "other data source that has several")
     p.add_argument("--text-column", default="text", help="column holding the texts (default: text)")
     p.add_argument("--label-column", default="label", help="column holding the labels (default: label)")
+    p.add_argument("--strict", action="store_true",
+                   help="refuse data in which the same text carries two labels (default: warn and go on)")
 
 
 def add_runtime(p: argparse.ArgumentParser, inference: bool = True) -> None:
@@ -68,7 +71,10 @@ def read_labelled(
     texts, labels = texts_and_labels(ds, args.text_column, args.label_column, require_all_label_names=what == "support")
     if not texts:
         raise TextMatchError(f"the {what} data {source!r} has no rows")
-    return texts, [str(y) for y in labels]
+    labels = [str(y) for y in labels]
+    if what in ("support", "train", "valid"):  # the same text under two labels: warn, or refuse with --strict
+        check_conflicts(texts, labels, f"{what} data {source!r}", strict=getattr(args, "strict", False))
+    return texts, labels
 
 
 def load_model(args: argparse.Namespace, **overrides: Any) -> MatchingNetwork:
@@ -88,10 +94,14 @@ def with_support(model: Any, args: argparse.Namespace, dataset_split: str | None
     model's saved one."""
     if args.support:
         texts, labels = read_labelled(args.support, args, "support")
-        model.fit(texts, labels, batch_size=args.batch_size)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # conflicting labels: read_labelled has said it once already
+            model.fit(texts, labels, batch_size=args.batch_size)
     elif args.dataset and dataset_split:
         texts, labels = read_labelled(args.dataset, args, "support", dataset_split)
-        model.fit(texts, labels, batch_size=args.batch_size)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model.fit(texts, labels, batch_size=args.batch_size)
     elif not model.classes_:
         raise TextMatchError("no support set: pass --support FILE (the model was not saved with one)")
     return model
@@ -103,7 +113,7 @@ def read_lines_or(args_list: list[str], what: str) -> list[str]:
         return items
     if sys.stdin.isatty():
         raise TextMatchError(f"no {what} given: pass them as arguments or pipe lines on stdin")
-    items = [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    items = [line.rstrip("\r\n") for line in sys.stdin if line.strip()]  # CRLF input keeps no \r
     if not items:
         raise TextMatchError(f"stdin held no {what}; give one per line")
     return items

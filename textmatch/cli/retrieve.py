@@ -23,7 +23,10 @@ def add_parsers(sub: Any) -> None:
     p = sub.add_parser("index", help="index a document collection for search",
                        description="Split documents into passages, embed them with g and store them in an index "
                                    "folder (vector index + BM25). An interrupted run resumes where it stopped.")
-    p.add_argument("--model", default=DEFAULT_MODEL, help=MODEL_HELP)
+    p.add_argument("--model", default=None,
+                   help=f"Hub id or folder (default: {DEFAULT_MODEL}; with --add: the index's model, see search)")
+    p.add_argument("--allow-index-model", action="store_true",
+                   help="with --add: load the model index.json names even if it lies outside the index folder")
     p.add_argument("--corpus", required=True,
                    help="a BEIR folder, corpus.jsonl / .json / .csv / .tsv / .parquet, a folder of .txt/.md files, "
                         "or a Hugging Face dataset name (streamed)")
@@ -40,6 +43,8 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--title-column", default="title", help="document title field (default: title)")
     p.add_argument("--text-column", default="text", help="document text field (default: text)")
     p.add_argument("--split", default=None, help="split of a Hugging Face dataset corpus")
+    p.add_argument("--follow-symlinks", action="store_true",
+                   help="in a folder corpus, also index symbolic links that lead outside the folder (skipped by default)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     add_runtime(p)
     p.set_defaults(handler=cmd_index)
@@ -47,6 +52,7 @@ def add_parsers(sub: Any) -> None:
     p = sub.add_parser("search", help="search an index folder",
                        description="Return the best documents for each QUERY (or each line of stdin).")
     p.add_argument("--index", required=True, metavar="INDEX_DIR", help="a folder written by `textmatch index`")
+    add_index_model_flags(p)
     p.add_argument("--top-k", type=int, default=10, help="documents per query (default: 10)")
     p.add_argument("--mode", default="dense", choices=MODES, help="scoring (default: dense)")
     p.add_argument("--fusion", default="rrf", choices=FUSIONS,
@@ -99,6 +105,7 @@ def cmd_train_retrieval(args: argparse.Namespace) -> int:
         **{k: v for k, v in given.items() if v is not None},
     )
     model = load_model(args)
+    model.check_save_directory(args.output)  # fail now, not after training
     result = RetrievalTrainer(model, training_args, queries, corpus, data.qrels, hard_negatives=negatives).train()
     model.save_pretrained(args.output)
     summary = {"output": args.output, "steps": result.global_step, "training_loss": result.training_loss,
@@ -123,16 +130,29 @@ def index_config(args: argparse.Namespace) -> Any:
     )
 
 
+def add_index_model_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=None,
+                   help="the model the index was built with (default: the one index.json names, when it lies inside "
+                        f"the index folder or is {DEFAULT_MODEL}; any other needs --model or --allow-index-model)")
+    p.add_argument("--allow-index-model", action="store_true",
+                   help="load the model index.json names even if it lies outside the index folder or is a Hub id")
+
+
+def load_index(folder: Any, args: argparse.Namespace) -> Retriever:
+    return Retriever.load(folder, model=args.model, allow_index_model=args.allow_index_model, **backend_kwargs(args))
+
+
 def cmd_index(args: argparse.Namespace) -> int:
     corpus_options = {"id_column": args.id_column, "title_column": args.title_column,
-                      "text_column": args.text_column, "split": args.split}
+                      "text_column": args.text_column, "split": args.split, "follow_symlinks": args.follow_symlinks}
     start = time.perf_counter()
     if args.add:
-        retriever = Retriever.load(args.output, **backend_kwargs(args))
+        retriever = load_index(args.output, args)
         before = retriever.meta["n_documents"]
         retriever.add(args.corpus, show_progress_bar=not args.no_progress, **corpus_options)
         added = retriever.meta["n_documents"] - before
     else:
+        args.model = args.model or DEFAULT_MODEL
         model = load_model(args)
         retriever = Retriever.build(model, args.corpus, args.output, index_config(args),
                                     show_progress_bar=not args.no_progress, **corpus_options)
@@ -150,7 +170,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     if args.top_k <= 0:
         raise TextMatchError(f"--top-k must be a positive integer, got {args.top_k}")
     queries = read_lines_or(args.queries, "queries")
-    retriever = Retriever.load(args.index, **backend_kwargs(args))
+    retriever = load_index(args.index, args)
     results = retriever.search(queries, top_k=args.top_k, mode=args.mode, fusion=args.fusion,
                                dense_weight=args.dense_weight)
     if args.json:

@@ -13,20 +13,21 @@ import json
 import math
 import os
 import tempfile
+import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Hashable, Sequence
+from typing import Any, Callable, ClassVar, Hashable, NamedTuple, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
 from . import matching
-from ..data.validation import sorted_classes, validate_support, validate_texts
+from ..data.validation import check_conflicts, sorted_classes, validate_support, validate_texts
 from .encoders import Encoder, QueryFCE, SupportFCE, TransformerEncoder, encoder_class
 from ..config import ConfigMixin
-from ..files import atomic_dir
+from ..files import check_target, read_consistent, write_folder
 from ..errors import TextMatchError
 from ..hub.resolution import DEFAULT_MODEL, require_safetensors, resolve_model
 from .card_data import ModelCardData
@@ -75,17 +76,30 @@ class MatchingNetworkConfig(ConfigMixin):
             raise TextMatchError(f"metric must be one of {matching.METRICS}, got {self.metric!r}")
         if self.aggregation not in ("none", "prototype"):
             raise TextMatchError(f"aggregation must be 'none' or 'prototype', got {self.aggregation!r}")
-        if not (isinstance(self.temperature, (int, float)) and self.temperature > 0):
-            raise TextMatchError(f"temperature must be a positive number, got {self.temperature!r}")
+        if not (isinstance(self.temperature, (int, float)) and 0 < self.temperature < math.inf):
+            raise TextMatchError(f"temperature must be a positive finite number, got {self.temperature!r}")
         if int(self.fce_steps) < 1:
             raise TextMatchError(f"fce_steps must be at least 1, got {self.fce_steps}")
         if self.threshold_metric not in ("probability", "similarity"):
             raise TextMatchError(
                 f"threshold_metric must be 'probability' or 'similarity', got {self.threshold_metric!r}"
             )
-        if self.threshold is not None and not isinstance(self.threshold, (int, float)):
-            raise TextMatchError(f"threshold must be a number or None, got {self.threshold!r}")
+        check_threshold(self.threshold, self.threshold_metric, self.metric)
 
+
+
+def check_threshold(threshold: Any, threshold_metric: str, metric: str) -> None:
+    """An out-of-scope threshold must be None or a finite number in the range its score takes:
+    [0, 1] for a probability, [-1, 1] for a cosine similarity, <= 0 for a negative squared
+    distance. Outside it every text (or none) would be out of scope: a silent wrong result."""
+    if threshold is None:
+        return
+    if not isinstance(threshold, (int, float, np.floating, np.integer)) or isinstance(threshold, bool) or not math.isfinite(threshold):
+        raise TextMatchError(f"threshold must be a finite number or None, got {threshold!r}")
+    low, high = (0.0, 1.0) if threshold_metric == "probability" else ((-1.0, 1.0) if metric == "cosine" else (-math.inf, 0.0))
+    if not low <= threshold <= high:
+        what = "a probability" if threshold_metric == "probability" else f"a {metric} similarity"
+        raise TextMatchError(f"threshold {threshold} is outside [{low:g}, {high:g}], the range of {what}; choose one inside")
 
 
 @dataclass
@@ -103,8 +117,20 @@ class Prediction:
     classes: list[Hashable]
 
 
+class SupportView(NamedTuple):
+    """One consistent support set, read at once: what a prediction uses from start to end."""
+
+    classes: list[Hashable]
+    emb: torch.Tensor  # g(S), (n_support, dim)
+    label_ids: torch.Tensor  # (n_support,)
+
+
 class MatchingNetwork(nn.Module):
     """A Matching Network for text.
+
+    Thread-safe for prediction: any number of threads may predict while another one fits or
+    adds examples; each prediction uses one whole support set (the one before the change, or
+    the one after).
 
     >>> model = MatchingNetwork.from_pretrained("sentence-transformers/all-MiniLM-L6-v2")
     >>> model.fit(["hi there", "bye now", ...], ["greet", "bye", ...])
@@ -147,7 +173,12 @@ class MatchingNetwork(nn.Module):
         self._runners: dict[int, Any] = {}  # id(encoder) -> ONNX Runtime runner
         self.model_dir: Path | None = None  # the textmatch folder this model was loaded from, if any
         self.model_card_data = ModelCardData()  # what README.md says beyond the model itself
+        self._make_locks()
         self._clear_support()
+
+    def _make_locks(self) -> None:
+        self._support_lock = threading.RLock()  # held while the support set is read or swapped
+        self._fit_lock = threading.RLock()  # fits take turns (an append reads the set it extends)
 
     # -- construction -----------------------------------------------------------------------
     @classmethod
@@ -176,9 +207,10 @@ class MatchingNetwork(nn.Module):
         ("torch", "onnx", "onnx-int8") picks the inference engine, see `set_backend`."""
         name = str(model_name_or_path)
         folder = resolve_model(name, revision=revision, token=token, cache_dir=cache_dir, allow_pickle=allow_pickle)
-        saved = read_textmatch_config(folder)
-        if saved is not None:
-            model = cls._from_saved(folder, saved, config_kwargs)
+        if read_textmatch_config(folder) is not None:
+            model = read_consistent(
+                folder, lambda: cls._from_saved(folder, read_textmatch_config(folder) or {}, config_kwargs), "model"
+            )
             model.model_dir = folder
         else:
             encoder = TransformerEncoder.from_pretrained(
@@ -243,7 +275,13 @@ class MatchingNetwork(nn.Module):
     def __getstate__(self) -> dict[str, Any]:  # copies and pickles drop ONNX sessions (rebuilt on use)
         state = self.__dict__.copy()
         state["_runners"] = {}
+        state.pop("_support_lock", None)
+        state.pop("_fit_lock", None)
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self._make_locks()
 
     @classmethod
     def _from_saved(cls, folder: Path, saved: dict[str, Any], overrides: dict[str, Any]) -> "MatchingNetwork":
@@ -294,8 +332,8 @@ class MatchingNetwork(nn.Module):
 
         support_file = folder / SUPPORT_NAME
         if support_file.is_file():
-            support = json.loads(support_file.read_text(encoding="utf-8"))
-            model._load_support(support["texts"], support["labels"], folder / SUPPORT_EMBEDDINGS_NAME)
+            texts, labels = _read_support_file(support_file)
+            model._load_support(texts, labels, folder / SUPPORT_EMBEDDINGS_NAME)
         return model
 
     # -- embeddings -------------------------------------------------------------------------
@@ -416,24 +454,28 @@ class MatchingNetwork(nn.Module):
         """Each support example's class as a position in `classes_`, (n_support,); None before `fit`."""
         return self._support_label_ids
 
-    def fit(self, texts: Sequence[str], labels: Sequence[Hashable], append: bool = False, batch_size: int = 32, show_progress_bar: bool = False) -> "MatchingNetwork":
+    def fit(self, texts: Sequence[str], labels: Sequence[Hashable], append: bool = False, batch_size: int = 32,
+            show_progress_bar: bool = False, strict: bool = False) -> "MatchingNetwork":
         """Set the support set S (no training) and cache g(S).
 
         append=True adds the examples to the current support set, so new classes (or more
         examples of old ones) are used at once without retraining; only the new texts are
-        encoded. Returns self.
+        encoded. The same text under two labels is warned about, or refused with strict=True.
+        Returns self.
         """
         new_texts, new_labels = validate_support(texts, labels, min_classes=1)
-        if append and self._support_base is not None:
-            all_texts, all_labels = self.support_texts + new_texts, self.support_labels + new_labels
-        else:
-            all_texts, all_labels = new_texts, new_labels
-        validate_support(all_texts, all_labels, min_classes=2)
-        with torch.inference_mode(), _eval_mode(self):
-            base = self.embed(self.support_encoder, new_texts, batch_size, show_progress_bar)
-        if append and self._support_base is not None:
-            base = torch.cat([self._support_base, base])
-        self._set_support(all_texts, all_labels, base)
+        check_conflicts(new_texts, new_labels, strict=strict)
+        with self._fit_lock:
+            if append and self._support_base is not None:
+                all_texts, all_labels = self.support_texts + new_texts, self.support_labels + new_labels
+            else:
+                all_texts, all_labels = new_texts, new_labels
+            validate_support(all_texts, all_labels, min_classes=2)
+            with torch.inference_mode(), _eval_mode(self):
+                base = self.embed(self.support_encoder, new_texts, batch_size, show_progress_bar)
+            if append and self._support_base is not None:
+                base = torch.cat([self._support_base, base])
+            self._set_support(all_texts, all_labels, base)
         return self
 
     def add_examples(self, texts: Sequence[str], labels: Sequence[Hashable]) -> "MatchingNetwork":
@@ -441,13 +483,20 @@ class MatchingNetwork(nn.Module):
         return self.fit(texts, labels, append=True)
 
     def _set_support(self, texts: list[str], labels: list[Hashable], base: torch.Tensor) -> None:
-        self.support_texts, self.support_labels = list(texts), list(labels)
-        self.classes_ = sorted_classes(labels)
-        index = {c: i for i, c in enumerate(self.classes_)}
-        self._support_label_ids = torch.tensor([index[y] for y in labels], device=self.device)
-        self._support_base = base.detach()
+        classes = sorted_classes(labels)
+        index = {c: i for i, c in enumerate(classes)}
+        label_ids = torch.tensor([index[y] for y in labels], device=self.device)
         with torch.inference_mode(), _eval_mode(self):
-            self._support_emb = self.support_embeddings(self._support_base).detach()
+            emb = self.support_embeddings(base.detach()).detach()
+        with self._support_lock:  # all at once: a prediction sees the old set or the new one
+            self.support_texts, self.support_labels, self.classes_ = list(texts), list(labels), classes
+            self._support_label_ids, self._support_base, self._support_emb = label_ids, base.detach(), emb
+
+    def _support_view(self) -> SupportView:
+        with self._support_lock:
+            if self._support_emb is None or self._support_label_ids is None:
+                raise TextMatchError("the model has no support set yet; call model.fit(texts, labels) first")
+            return SupportView(list(self.classes_), self._support_emb, self._support_label_ids)
 
     def _load_support(self, texts: list[str], labels: list[Hashable], embeddings_file: Path) -> None:
         base = None
@@ -467,56 +516,55 @@ class MatchingNetwork(nn.Module):
         else:
             self._set_support(texts, labels, base)
 
-    def _require_support(self) -> None:
-        if self._support_emb is None:
-            raise TextMatchError("the model has no support set yet; call model.fit(texts, labels) first")
-
     # -- prediction -------------------------------------------------------------------------
     def score_embeddings(self, query_base: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Eq. 1 for precomputed f'(x) embeddings (n, dim), e.g. from `encode(..., normalize_embeddings=False)`:
         class probabilities (n, n_classes) in `classes_` order and each query's best raw
         similarity to any support example (n,). FCE, when on, is applied here."""
-        self._require_support()
-        assert self._support_emb is not None and self._support_label_ids is not None
-        if query_base.ndim != 2 or query_base.shape[-1] != self._support_emb.shape[-1]:
+        return self._score_view(query_base, self._support_view())
+
+    def _score_view(self, query_base: torch.Tensor, view: SupportView) -> tuple[torch.Tensor, torch.Tensor]:
+        if query_base.ndim != 2 or query_base.shape[-1] != view.emb.shape[-1]:
             raise TextMatchError(
-                f"query embeddings must have shape (n, {self._support_emb.shape[-1]}), got {tuple(query_base.shape)}"
+                f"query embeddings must have shape (n, {view.emb.shape[-1]}), got {tuple(query_base.shape)}"
             )
         with torch.inference_mode(), _eval_mode(self):
-            f_base = query_base.to(self.device, self._support_emb.dtype)
-            f = self.query_embeddings(f_base, self._support_emb)  # (n, dim)
-            lp = self.log_probs(f, self._support_emb, self._support_label_ids, len(self.classes_))  # (n, n_classes)
-            sim = matching.similarity(f, self._support_emb, self.config.metric)  # type: ignore[arg-type]
+            f_base = query_base.to(self.device, view.emb.dtype)
+            f = self.query_embeddings(f_base, view.emb)  # (n, dim)
+            lp = self.log_probs(f, view.emb, view.label_ids, len(view.classes))  # (n, n_classes)
+            sim = matching.similarity(f, view.emb, self.config.metric)  # type: ignore[arg-type]
             return lp.exp(), sim.max(dim=-1).values  # (n, n_classes), (n,)
 
-    def _scores(self, texts: Sequence[str], batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Class probabilities (n, n_classes) and best raw similarity to any support (n,)."""
-        self._require_support()
+    def _scores(self, texts: Sequence[str], batch_size: int) -> tuple[torch.Tensor, torch.Tensor, list[Hashable]]:
+        """Class probabilities (n, n_classes), best raw similarity to any support (n,), and the
+        classes of the columns: all from one support set."""
+        view = self._support_view()
         queries = validate_texts(texts, "query")
         probs, best_sim = [], []
         with torch.inference_mode(), _eval_mode(self):
             for start in range(0, len(queries), batch_size):
                 f_base = self.embed(self.query_encoder, queries[start : start + batch_size], batch_size)  # (batch, dim)
-                p, sim = self.score_embeddings(f_base)
+                p, sim = self._score_view(f_base, view)
                 probs.append(p)
                 best_sim.append(sim)
         if not probs:
-            return torch.zeros(0, len(self.classes_)), torch.zeros(0)
-        return torch.cat(probs).cpu(), torch.cat(best_sim).cpu()
+            return torch.zeros(0, len(view.classes)), torch.zeros(0), view.classes
+        return torch.cat(probs).cpu(), torch.cat(best_sim).cpu(), view.classes
 
     def classify(self, texts: Sequence[str], batch_size: int = 64, threshold: float | None = None) -> Prediction:
         """Labels, probabilities and best similarities of `texts` from one encoding of each:
         what `predict` and `predict_proba` return together. With a threshold (argument or
         config), texts whose best probability (or similarity, see `threshold_metric`) is below
         it get `oos_label`."""
-        probs, best_sim = self._scores(texts, batch_size)
+        probs, best_sim, classes = self._scores(texts, batch_size)
         threshold = self.config.threshold if threshold is None else threshold
+        check_threshold(threshold, self.config.threshold_metric, self.config.metric)
         top = probs.argmax(dim=-1).tolist() if len(probs) else []
-        labels: list[Hashable] = [self.classes_[i] for i in top]
+        labels: list[Hashable] = [classes[i] for i in top]
         if threshold is not None:
             score = probs.max(dim=-1).values if self.config.threshold_metric == "probability" else best_sim
             labels = [self.config.oos_label if s < threshold else y for y, s in zip(labels, score.tolist())]
-        return Prediction(labels, probs.numpy(), best_sim.numpy(), list(self.classes_))
+        return Prediction(labels, probs.numpy(), best_sim.numpy(), classes)
 
     def predict_proba(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
         """P(y | x, S) of eq. 1 for each text: (n_texts, n_classes), columns in `classes_` order."""
@@ -555,11 +603,13 @@ class MatchingNetwork(nn.Module):
 
     def save_pretrained(self, save_directory: str | os.PathLike) -> Path:
         """Write config.json, model.safetensors, the encoders' tokenizer/config files, the
-        support set and a model card (README.md), so the folder predicts on its own. The folder is written next to its
-        target and renamed into place: an interrupted save leaves an existing model intact."""
+        support set and a model card (README.md), so the folder predicts on its own. Written
+        through textmatch.files.write_folder: the previous save is replaced as a whole (an
+        interrupted save leaves it intact), files textmatch did not write are kept, and one of
+        them in the way of a model file is an error."""
         from safetensors.torch import save_file
 
-        with atomic_dir(save_directory, carry_over=lambda name: name not in OWN_FILES) as tmp:
+        with write_folder(save_directory, "model", legacy_model_files, caches=[SUPPORT_EMBEDDINGS_NAME]) as tmp:
             (tmp / CONFIG_NAME).write_text(json.dumps(self.config_dict(), indent=2) + "\n", encoding="utf-8")
             self.query_encoder.save(tmp / "query_encoder")
             if not self.config.share_weights:
@@ -576,6 +626,14 @@ class MatchingNetwork(nn.Module):
             if writer is not None:
                 (tmp / MODEL_CARD_NAME).write_text(writer(self, str(save_directory)), encoding="utf-8")
         return Path(save_directory).expanduser().resolve()
+
+    def check_save_directory(self, save_directory: str | os.PathLike) -> None:
+        """Raise now the error `save_pretrained(save_directory)` would meet (a file in the way
+        that textmatch did not write, another kind of textmatch folder, no permission), e.g.
+        before training for minutes; writes nothing."""
+        names = [CONFIG_NAME, WEIGHTS_NAME, MODEL_CARD_NAME, SUPPORT_NAME, SUPPORT_EMBEDDINGS_NAME, "query_encoder/"]
+        check_target(save_directory, "model", names + ([] if self.config.share_weights else ["support_encoder/"]),
+                     legacy_model_files)
 
     def push_to_hub(self, repo_id: str, **options: Any) -> Any:
         """Save the model (weights as safetensors, config, tokenizer, support set, model card) and
@@ -605,6 +663,40 @@ def read_textmatch_config(folder: str | os.PathLike) -> dict[str, Any] | None:
     if isinstance(data, dict) and data.get("library_name") == LIBRARY_NAME:
         return data
     return None
+
+
+def _read_support_file(path: Path) -> tuple[list[str], list[Hashable]]:
+    """The saved support set (texts, labels), or a TextMatchError naming what is wrong with it."""
+    try:
+        support = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise TextMatchError(f"{path} is corrupt ({exc}); save the model again, or delete it and fit a support set") from None
+    if not isinstance(support, dict) or "texts" not in support or "labels" not in support:
+        raise TextMatchError(f"{path} must hold {{\"texts\": [...], \"labels\": [...]}}; save the model again")
+    try:
+        return validate_support(support["texts"], support["labels"], min_classes=1)
+    except TextMatchError as exc:
+        raise TextMatchError(f"{path}: {exc}") from None
+
+
+def legacy_model_files(folder: Path) -> list[str]:
+    """What a save from before manifests owns in `folder`: the files under OWN_FILES names, when
+    its config.json says textmatch. A textmatch index there is not a model folder: an error."""
+    if (folder / "index.json").is_file():
+        raise TextMatchError(f"{folder} holds a textmatch index; save the model in a folder of its own")
+    try:
+        if not is_textmatch_folder(folder):
+            return []
+    except TextMatchError:
+        return []  # an unreadable config.json is not ours: it stays, and blocks the save with an error
+    out = []
+    for name in sorted(OWN_FILES):
+        path = folder / name
+        if path.is_file():
+            out.append(name)
+        elif path.is_dir():
+            out.extend(p.relative_to(folder).as_posix() for p in sorted(path.rglob("*")) if p.is_file())
+    return out
 
 
 def is_textmatch_folder(folder: str | os.PathLike) -> bool:

@@ -3,6 +3,8 @@ optimizer, the learning-rate schedule, the device, seeding and the result record
 
 from __future__ import annotations
 
+import math
+import numbers
 import random
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,12 +41,16 @@ class OptimizationArguments(ConfigMixin):
     def validate(self, checks: list[tuple[str, bool, str]]) -> None:
         """Check the shared fields and the subclass's `checks` ((field, ok, what it must be));
         the first failure is a TextMatchError naming the field, its value and the rule."""
+        def finite(value: Any) -> bool:
+            return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
         shared = [
-            ("learning_rate", self.learning_rate > 0, "> 0"),
-            ("head_learning_rate", self.head_learning_rate > 0, "> 0"),
-            ("weight_decay", self.weight_decay >= 0, ">= 0"),
-            ("warmup_ratio", 0 <= self.warmup_ratio < 1, "in [0, 1)"),
-            ("max_grad_norm", self.max_grad_norm > 0, "> 0"),
+            ("learning_rate", finite(self.learning_rate) and self.learning_rate > 0, "a finite number > 0"),
+            ("head_learning_rate", finite(self.head_learning_rate) and self.head_learning_rate > 0, "a finite number > 0"),
+            ("weight_decay", finite(self.weight_decay) and self.weight_decay >= 0, "a finite number >= 0"),
+            ("warmup_ratio", finite(self.warmup_ratio) and 0 <= self.warmup_ratio < 1, "in [0, 1)"),
+            ("max_grad_norm", finite(self.max_grad_norm) and self.max_grad_norm > 0, "a finite number > 0"),
+            ("seed", is_int(self.seed) and self.seed >= 0, "an integer >= 0"),
         ]
         for name, ok, expected in [*shared, *checks]:
             if not ok:

@@ -13,7 +13,7 @@ from .loading import (
 )
 from .sampling import rows_by_class, sample_dataset
 from .splits import ClassSplit, class_split_from_files, filter_classes, random_class_split, read_label_file
-from .validation import sorted_classes, validate_labels, validate_support, validate_texts
+from .validation import check_conflicts, conflicting_labels, sorted_classes, validate_labels, validate_support, validate_texts
 
 __all__ = [
     "FILE_BUILDERS",
@@ -21,8 +21,10 @@ __all__ = [
     "apply_column_mapping",
     "as_text_label_lists",
     "check_columns",
+    "check_conflicts",
     "class_split_from_files",
     "column_values",
+    "conflicting_labels",
     "dataset_columns",
     "filter_classes",
     "load_text_dataset",

@@ -78,8 +78,17 @@ def select_split(dd: Any, split: str | None, source: str):
 
 
 def read_error(source: str, exc: Exception) -> TextMatchError:
-    """A one-line TextMatchError for a file or dataset that `datasets` could not read."""
-    return TextMatchError(f"cannot read {source!r} as a dataset: {type(exc).__name__}: {exc}".splitlines()[0])
+    """A one-line TextMatchError, in our words, for a file or dataset that `datasets` could not read."""
+    text = str(exc)
+    cause = exc.__cause__ or exc.__context__
+    if "error occurred while generating the dataset" in text.lower() and cause is not None:
+        exc, text = cause, str(cause)  # the real reason is the cause; the wrapper says nothing
+    if "corresponds to no data" in text:
+        return TextMatchError(f"{source!r} holds no rows; give a file with a header row and at least one row of data")
+    if isinstance(exc, UnicodeDecodeError) or "codec can't decode" in text:
+        return TextMatchError(f"{source!r} is not UTF-8 text; save it as UTF-8 (e.g. iconv -f latin1 -t utf-8)")
+    first = text.splitlines()[0] if text else ""
+    return TextMatchError(f"cannot read {source!r} as a dataset ({type(exc).__name__}: {first}); check its format")
 
 
 def _load(source: str, split: str | None, streaming: bool = False, **load_kwargs: Any):

@@ -4,6 +4,7 @@ or empty strings; every problem is a `TextMatchError` that names the fix."""
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any, Hashable, Sequence
 
 from ..errors import TextMatchError
@@ -74,3 +75,29 @@ def sorted_classes(labels: Sequence[Hashable]) -> list[Hashable]:
         return sorted(distinct)
     except TypeError:
         return distinct
+
+
+def conflicting_labels(texts: Sequence[str], labels: Sequence[Hashable]) -> dict[str, list[Hashable]]:
+    """Texts that appear under two or more different labels: {text: its labels, sorted}."""
+    seen: dict[str, list[Hashable]] = {}
+    for text, label in zip(texts, labels):
+        found = seen.setdefault(text, [])
+        if label not in found:
+            found.append(label)
+    return {text: sorted_classes(found) for text, found in seen.items() if len(found) > 1}
+
+
+def check_conflicts(texts: Sequence[str], labels: Sequence[Hashable], what: str = "support set", strict: bool = False) -> None:
+    """Warn (or with `strict`, refuse) when the same text carries different labels: such data
+    contradicts itself, and nothing downstream can tell which label is meant."""
+    conflicts = conflicting_labels(texts, labels)
+    if not conflicts:
+        return
+    text, found = next(iter(conflicts.items()))
+    message = (
+        f"{len(conflicts)} text(s) of the {what} appear under two or more labels (e.g. {text[:60]!r}: "
+        f"{', '.join(map(repr, found))}); fix their labels"
+    )
+    if strict:
+        raise TextMatchError(message)
+    warnings.warn(message + " (strict=True / --strict refuses such data)", UserWarning, stacklevel=3)

@@ -32,12 +32,19 @@ def push_folder_to_hub(
     if pickles:
         raise TextMatchError(f"{folder} holds pickle files ({', '.join(pickles)}); textmatch only shares safetensors")
     api = HfApi(token=token)
-    api.create_repo(repo_id, private=private, repo_type="model", exist_ok=True)
-    return api.upload_folder(
-        repo_id=repo_id,
-        folder_path=str(folder),
-        repo_type="model",
-        commit_message=commit_message,
-        revision=revision,
-        create_pr=create_pr,
-    )
+    try:
+        api.create_repo(repo_id, private=private, repo_type="model", exist_ok=True)
+        return api.upload_folder(
+            repo_id=repo_id,
+            folder_path=str(folder),
+            repo_type="model",
+            commit_message=commit_message,
+            revision=revision,
+            create_pr=create_pr,
+        )
+    except Exception as exc:  # noqa: BLE001 - offline, HTTP, auth: all the user's to fix, none a bug of ours
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        raise TextMatchError(
+            f"cannot push to the Hub repo {repo_id!r} ({type(exc).__name__}: {first}); check the network "
+            "(HF_HUB_OFFLINE must be unset), the repo id and your token (hf auth login or HF_TOKEN)"
+        ) from None

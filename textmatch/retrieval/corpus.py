@@ -9,6 +9,7 @@ passage's.
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -35,8 +36,38 @@ def _row_document(row: dict[str, Any], id_column: str, title_column: str, text_c
     return {"_id": str(doc_id), "title": str(title), "text": str(text)}
 
 
-def _read_text_folder(folder: Path) -> Iterator[dict[str, str]]:
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES)
+def _text_files(folder: Path, follow_symlinks: bool) -> list[Path]:
+    """The .txt / .md / ... files below `folder`, sorted. A symbolic link (to a file or a folder)
+    that leads outside `folder` is skipped, with one warning that counts them, unless
+    `follow_symlinks`: a corpus folder must not pull in, say, the system's password file."""
+    root = folder.resolve()
+    files, skipped = [], []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=follow_symlinks):
+        here = Path(dirpath)
+        for name in list(dirnames):
+            link = here / name
+            if link.is_symlink() and not follow_symlinks and not link.resolve().is_relative_to(root):
+                skipped.append(link)
+        for name in filenames:
+            path = here / name
+            if path.suffix.lower() not in TEXT_SUFFIXES or not path.is_file():
+                continue
+            if path.is_symlink() and not follow_symlinks and not path.resolve().is_relative_to(root):
+                skipped.append(path)
+                continue
+            files.append(path)
+    if skipped:
+        warnings.warn(
+            f"skipped {len(skipped)} symbolic link(s) in {folder} that lead outside it (e.g. {skipped[0].name}); "
+            "pass follow_symlinks=True (--follow-symlinks) to index them",
+            UserWarning,
+            stacklevel=4,
+        )
+    return sorted(files)
+
+
+def _read_text_folder(folder: Path, follow_symlinks: bool = False) -> Iterator[dict[str, str]]:
+    files = _text_files(folder, follow_symlinks)
     if not files:
         raise TextMatchError(f"{folder} holds no {', '.join(TEXT_SUFFIXES)} files and no corpus.jsonl")
     for path in files:
@@ -57,13 +88,15 @@ def read_corpus(
     title_column: str = "title",
     text_column: str = "text",
     split: str | None = None,
+    follow_symlinks: bool = False,
 ) -> Iterator[dict[str, str]]:
     """Stream the documents of `source` as {"_id", "title", "text"} (all strings).
 
     source: a BEIR folder (with corpus.jsonl), a .jsonl/.json/.csv/.tsv/.parquet file, a folder
     of .txt/.md files (id = relative path, title = first Markdown heading or file name), a
     Hugging Face dataset name (streamed, `split` default "corpus" or "train"), or an in-memory
-    `datasets.Dataset` / list of dicts. A plain `id` column is accepted for `_id`.
+    `datasets.Dataset` / list of dicts. A plain `id` column is accepted for `_id`. In a folder,
+    symbolic links that lead outside it are skipped (with a warning) unless `follow_symlinks`.
     """
     import datasets
 
@@ -76,7 +109,7 @@ def read_corpus(
         if path.is_dir() and (path / "corpus.jsonl").is_file():
             path = path / "corpus.jsonl"
         if path.is_dir():
-            yield from _read_text_folder(path)
+            yield from _read_text_folder(path, follow_symlinks)
             return
         from ..data.loading import load_text_dataset
 

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from ..config import ConfigMixin
-from ..files import atomic_dir
+from ..files import check_target, read_consistent, write_folder
 from ..errors import TextMatchError
 from .corpus import checked_documents, read_corpus, split_passages
 from .ranking import top_k as best
@@ -120,6 +120,9 @@ class Retriever:
                existing: "Retriever | None", show_progress_bar: bool) -> "Retriever":
         from .vector_index import load_index, make_index
 
+        kinds = {"exact": ["vectors.npy"], "auto": ["vectors.npy", "index.faiss"]}.get(config.index_kind, ["index.faiss"])
+        names = [INDEX_CONFIG, PASSAGES_FILE, "ids.json", *kinds, *(["bm25/"] if config.bm25 else [])]
+        check_target(folder, "index", names, legacy_index_files)  # before minutes of encoding, not after
         tokenizer = model.support_encoder.tokenizer
         max_tokens = min(config.passage_tokens, model.support_encoder.max_length)
         overlap = min(config.passage_overlap, max_tokens // 4)  # a short model limit shrinks both
@@ -132,7 +135,7 @@ class Retriever:
             model, [t for _, t in passages], folder, fingerprint, config, show_progress_bar
         )
 
-        with atomic_dir(folder) as tmp:
+        with write_folder(folder, kind="index", legacy_owned=legacy_index_files) as tmp:
             if existing is not None:
                 vectors = load_index(existing.folder, existing.meta["vector_index"])
                 all_docs = existing.passage_docs + [d for d, _ in passages]
@@ -178,17 +181,34 @@ class Retriever:
 
     # -- loading ----------------------------------------------------------------------------
     @classmethod
-    def load(cls, folder: str | os.PathLike, model: Any = None, **model_kwargs: Any) -> "Retriever":
-        """Open an index folder. Without `model`, the model named in index.json is loaded; a model
-        whose weights differ from the ones that built the index is refused."""
+    def load(cls, folder: str | os.PathLike, model: Any = None, allow_index_model: bool = False,
+             **model_kwargs: Any) -> "Retriever":
+        """Open an index folder with `model` (a MatchingNetwork, or a Hub id / folder to load).
+        Without it, the model named in index.json is loaded only when it lies inside the index
+        folder, is textmatch's default model, or `allow_index_model=True`: an index from
+        elsewhere does not choose what gets downloaded or read. A model whose weights differ
+        from the ones that built the index is refused."""
+        folder = Path(folder).expanduser().resolve()
+        return read_consistent(folder, lambda: cls._load(folder, model, allow_index_model, model_kwargs), "index")
+
+    @classmethod
+    def _load(cls, folder: Path, model: Any, allow_index_model: bool, model_kwargs: dict[str, Any]) -> "Retriever":
+        from ..core.modeling import MatchingNetwork
+        from ..hub.resolution import DEFAULT_MODEL
         from .vector_index import load_index
 
-        folder = Path(folder).expanduser().resolve()
         meta = read_index_meta(folder)
         if model is None:
-            from ..core.modeling import MatchingNetwork
-
-            model = MatchingNetwork.from_pretrained(meta["model"], **model_kwargs)
+            wanted = str(meta.get("model") or "")
+            inside = bool(wanted) and Path(wanted).expanduser().resolve().is_relative_to(folder)
+            if not (allow_index_model or inside or wanted == DEFAULT_MODEL):
+                raise TextMatchError(
+                    f"the index in {folder} was built with the model {wanted!r}, outside the index folder; "
+                    f"pass that model (--model {wanted}) or allow it (allow_index_model=True, --allow-index-model)"
+                )
+            model = wanted
+        if isinstance(model, (str, os.PathLike)):
+            model = MatchingNetwork.from_pretrained(model, **model_kwargs)
         fingerprint = model_fingerprint(model)
         if fingerprint != meta["model_fingerprint"]:
             raise TextMatchError(
@@ -197,7 +217,7 @@ class Retriever:
             )
         config = IndexConfig.from_dict(meta["config"])
         vectors = load_index(folder, meta["vector_index"])
-        passage_docs = [json.loads(line)["doc_id"] for line in open(folder / PASSAGES_FILE, encoding="utf-8")]
+        passage_docs = _read_passage_docs(folder, vectors.ntotal)
         bm25 = None
         if meta.get("bm25") is not None:
             from .bm25 import BM25Index
@@ -218,6 +238,10 @@ class Retriever:
 
         if not isinstance(top_k, (int, np.integer)) or top_k <= 0:
             raise TextMatchError(f"top_k must be a positive integer, got {top_k!r}")
+        if not (isinstance(dense_weight, (int, float)) and 0.0 <= dense_weight <= 1.0):
+            raise TextMatchError(f"dense_weight must be a number in [0, 1] (the BM25 weight is 1 - it), got {dense_weight!r}")
+        if depth is not None and (not isinstance(depth, (int, np.integer)) or depth < top_k):
+            raise TextMatchError(f"depth must be an integer >= top_k ({top_k}), got {depth!r}")
         if mode not in MODES:
             raise TextMatchError(f"mode must be one of {MODES}, got {mode!r}")
         if fusion not in FUSIONS:
@@ -265,6 +289,29 @@ class Retriever:
 
 
 # -- helpers ---------------------------------------------------------------------------------------
+INDEX_FILES = (INDEX_CONFIG, PASSAGES_FILE, "ids.json", "vectors.npy", "index.faiss", "bm25")
+
+
+def legacy_index_files(folder: Path) -> list[str]:
+    """What an index written before manifests owns in `folder`: the files under INDEX_FILES
+    names, when index.json says textmatch. A model folder is not an index: an error."""
+    from ..core.modeling import is_textmatch_folder
+
+    if is_textmatch_folder(folder):
+        raise TextMatchError(f"{folder} holds a textmatch model; write the index to a folder of its own")
+    if not (folder / INDEX_CONFIG).is_file():
+        return []
+    read_index_meta(folder)
+    out = []
+    for name in INDEX_FILES:
+        path = folder / name
+        if path.is_file():
+            out.append(name)
+        elif path.is_dir():
+            out.extend(p.relative_to(folder).as_posix() for p in sorted(path.rglob("*")) if p.is_file())
+    return out
+
+
 def read_index_meta(folder: Path) -> dict[str, Any]:
     path = folder / INDEX_CONFIG
     if not path.is_file():
@@ -291,6 +338,26 @@ def _model_id(model: Any) -> str:
     if model.base_model and Path(model.base_model).expanduser().is_dir():
         return str(Path(model.base_model).expanduser().resolve())
     return str(model.base_model or "")
+
+
+def _read_passage_docs(folder: Path, n_vectors: int) -> list[str]:
+    """The document id of every passage, one per vector, or a TextMatchError naming the damage."""
+    path = folder / PASSAGES_FILE
+    docs = []
+    try:
+        with open(path, encoding="utf-8") as fh:
+            for n, line in enumerate(fh, 1):
+                row = json.loads(line)
+                if not isinstance(row, dict) or not isinstance(row.get("doc_id"), str):
+                    raise TextMatchError(f"{path} line {n} has no string doc_id; build the index again")
+                docs.append(row["doc_id"])
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise TextMatchError(f"{path} is missing or corrupt ({exc}); build the index again") from None
+    if len(docs) != n_vectors:
+        raise TextMatchError(
+            f"{path} lists {len(docs)} passages but the vector index holds {n_vectors}; the index is damaged: build it again"
+        )
+    return docs
 
 
 def _read_passage_texts(folder: Path) -> list[str]:

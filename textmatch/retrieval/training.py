@@ -34,6 +34,7 @@ import torch
 
 from ..core import matching
 from ..errors import TextMatchError
+from ..files import AtomicFile
 from ..core.card_data import EXCLUDED_TRAINING_ARGS
 from ..core.modeling import MatchingNetwork
 from ..core import optimization as optim
@@ -299,9 +300,10 @@ class RetrievalTrainer:
         self.log_history = []
         self._record_model_card()
         log_file = None
+        completed = False
         if args.output_dir:
-            Path(args.output_dir).mkdir(parents=True, exist_ok=True)
-            log_file = open(Path(args.output_dir) / "training_log.jsonl", "w", encoding="utf-8")  # noqa: SIM115
+            # the log replaces the previous run's only when this run completes (textmatch.files)
+            log_file = AtomicFile(Path(args.output_dir) / "training_log.jsonl")
 
         from tqdm.auto import tqdm
 
@@ -342,10 +344,11 @@ class RetrievalTrainer:
                         log_file.flush()
                     bar.update(1)
                     bar.set_postfix(loss=f"{running_loss:.3f}", epoch=epoch)
+            completed = True
         finally:
             bar.close()
             if log_file is not None:
-                log_file.close()
+                log_file.commit() if completed else log_file.discard()
             model.eval()
             model.reset_backend()  # the weights changed: ONNX exports are redone on next use
         runtime = time.perf_counter() - start

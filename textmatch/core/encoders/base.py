@@ -9,6 +9,7 @@ the encoder's own config), since the weights of a whole MatchingNetwork go to on
 from __future__ import annotations
 
 import contextlib
+import threading
 import warnings
 from pathlib import Path
 from typing import Any, ClassVar, Iterator, Sequence
@@ -19,6 +20,7 @@ from torch import nn
 from ...errors import TextMatchError
 
 POOLINGS = ("mean", "cls", "max")
+_TOKENIZER_LOCK = threading.RLock()
 
 
 def pool(hidden: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Tensor:
@@ -86,6 +88,10 @@ class Encoder(nn.Module):
     # -- shared ----------------------------------------------------------------------------
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         """Tokenise with truncation at `max_length`; warn once if any text was cut."""
+        with _TOKENIZER_LOCK:  # fast tokenizers fail ("Already borrowed") when threads change their settings
+            return self._tokenize(texts)
+
+    def _tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         features = self.tokenizer(
             list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import pickle
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,7 @@ import torch.nn.functional as F
 
 from ...config import ConfigMixin
 from ...errors import TextMatchError
+from ...files import safe_relpath
 from ...hub.resolution import require_safetensors, resolve_model
 from .base import POOLINGS, Encoder, pool, register_encoder
 
@@ -45,13 +47,19 @@ def sentence_transformers_settings(folder: Path) -> dict[str, Any]:
     settings: dict[str, Any] = {}
     modules = folder / "modules.json"
     if modules.is_file():
-        for module in json.loads(modules.read_text(encoding="utf-8")):
-            if module.get("type", "").endswith(".Transformer") and module.get("path"):
-                settings["transformer_path"] = module["path"]  # older models keep it in e.g. 0_BERT/
-            if module.get("type", "").endswith("Pooling"):
-                pooling_file = folder / module.get("path", "") / "config.json"
+        for module in _read_json(modules, list):
+            if not isinstance(module, dict):
+                raise TextMatchError(f"{modules} lists {module!r}, not a module; the model folder is damaged")
+            path = module.get("path") or ""
+            if not isinstance(path, str):
+                raise TextMatchError(f"{modules} gives the path {path!r}; the model folder is damaged")
+            inside = safe_relpath(folder, path, str(modules)) if path else folder  # never outside the folder
+            if str(module.get("type", "")).endswith(".Transformer") and path:
+                settings["transformer_path"] = path  # older models keep it in e.g. 0_BERT/
+            if str(module.get("type", "")).endswith("Pooling"):
+                pooling_file = inside / "config.json"
                 if pooling_file.is_file():
-                    cfg = json.loads(pooling_file.read_text(encoding="utf-8"))
+                    cfg = _read_json(pooling_file, dict)
                     if cfg.get("pooling_mode_cls_token"):
                         settings["pooling"] = "cls"
                     elif cfg.get("pooling_mode_max_tokens"):
@@ -60,10 +68,23 @@ def sentence_transformers_settings(folder: Path) -> dict[str, Any]:
                         settings["pooling"] = "mean"
     st_config = folder / "sentence_bert_config.json"
     if st_config.is_file():
-        max_len = json.loads(st_config.read_text(encoding="utf-8")).get("max_seq_length")
+        max_len = _read_json(st_config, dict).get("max_seq_length")
         if max_len:
-            settings["max_length"] = int(max_len)
+            if not isinstance(max_len, int) or isinstance(max_len, bool) or max_len < 2:
+                raise TextMatchError(f"{st_config} gives max_seq_length {max_len!r}; it must be an integer >= 2")
+            settings["max_length"] = max_len
     return settings
+
+
+def _read_json(path: Path, kind: type) -> Any:
+    """A JSON file of the expected top-level type, or a TextMatchError naming the file."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise TextMatchError(f"{path} is not valid JSON ({exc}); the model folder is damaged") from None
+    if not isinstance(data, kind):
+        raise TextMatchError(f"{path} holds a {type(data).__name__}, expected a {kind.__name__}; the model folder is damaged")
+    return data
 
 
 @register_encoder
@@ -101,7 +122,8 @@ class TransformerEncoder(Encoder):
 
         folder = resolve_model(name_or_path, revision=revision, token=token, cache_dir=cache_dir, allow_pickle=allow_pickle)
         declared = sentence_transformers_settings(folder)
-        folder = folder / declared.get("transformer_path", "")
+        if declared.get("transformer_path"):
+            folder = safe_relpath(folder, declared["transformer_path"], str(folder / "modules.json"))
         if not (folder / "config.json").is_file():
             raise TextMatchError(f"{name_or_path!r} has no config.json: it is not a transformers model folder")
         if allow_pickle:
@@ -113,8 +135,9 @@ class TransformerEncoder(Encoder):
             model = AutoModel.from_pretrained(
                 str(folder), use_safetensors=None if allow_pickle else True, trust_remote_code=trust_remote_code
             )
-        except (OSError, ValueError) as exc:
-            raise TextMatchError(f"cannot load transformer {name_or_path!r}: {exc}") from None
+        except (OSError, ValueError, pickle.UnpicklingError, EOFError) as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise TextMatchError(f"cannot load transformer {name_or_path!r}: {type(exc).__name__}: {first}") from None
         limit = min(int(getattr(model.config, "max_position_embeddings", 512) or 512), 512)
         config = TransformerEncoderConfig(
             base_model=str(name_or_path),
