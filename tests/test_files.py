@@ -125,6 +125,7 @@ def test_a_crash_between_renames_is_rolled_forward_by_the_next_load(tmp_path, mo
     assert not any(p.name.startswith(STAGING_PREFIX) for p in d.iterdir())
 
 
+@pytest.mark.stress
 def test_a_killed_writer_leaves_a_loadable_folder(tmp_path):
     """kill -9 of a writer at every stage: before the journal (old state stays), or after it
     (the next load finishes the swap). Either way a load sees one whole state."""
@@ -173,6 +174,7 @@ def test_a_manifest_path_outside_the_folder_is_refused(tmp_path):
         read_consistent(d, lambda: None)
 
 
+@pytest.mark.stress
 def test_readers_see_one_whole_state_while_a_writer_rewrites(tmp_path):
     d = tmp_path / "d"
     write_state(d, {"a.txt": "0", "b.txt": "0"})

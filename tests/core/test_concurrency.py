@@ -15,6 +15,7 @@ from conftest import make_sentences
 from textmatch import MatchingNetwork, TextMatchError
 
 
+@pytest.mark.stress
 def test_loads_during_saves_see_one_whole_save(bilstm_model, tmp_path):
     """A writer saves two different models (weights, temperature, support set) in turn into one
     folder as fast as it can; every load that succeeds is exactly one of them."""
@@ -60,6 +61,7 @@ def test_loads_during_saves_see_one_whole_save(bilstm_model, tmp_path):
     assert loaded > 0, f"no load succeeded ({refused} refused)"
 
 
+@pytest.mark.stress
 def test_predict_from_many_threads_while_examples_are_added(bilstm_model):
     texts, labels = make_sentences(3, seed=5)
     model = bilstm_model.fit(texts, labels)

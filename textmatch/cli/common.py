@@ -19,6 +19,7 @@ from ..hub import DEFAULT_MODEL
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE = 0, 1, 2
 DATA_HELP = "a CSV/TSV/JSON(L)/Parquet file with text and label columns, or a Hugging Face dataset name/folder"
 MODEL_HELP = f"Hub id or folder (default: {DEFAULT_MODEL})"
+CONFLICT_WARNING = r".*appear under two or more labels"
 
 
 class Parser(argparse.ArgumentParser):
@@ -95,12 +96,12 @@ def with_support(model: Any, args: argparse.Namespace, dataset_split: str | None
     if args.support:
         texts, labels = read_labelled(args.support, args, "support")
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # conflicting labels: read_labelled has said it once already
+            warnings.filterwarnings("ignore", message=CONFLICT_WARNING)  # read_labelled has said it already
             model.fit(texts, labels, batch_size=args.batch_size)
     elif args.dataset and dataset_split:
         texts, labels = read_labelled(args.dataset, args, "support", dataset_split)
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+            warnings.filterwarnings("ignore", message=CONFLICT_WARNING)
             model.fit(texts, labels, batch_size=args.batch_size)
     elif not model.classes_:
         raise TextMatchError("no support set: pass --support FILE (the model was not saved with one)")
