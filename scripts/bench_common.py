@@ -5,8 +5,9 @@ The scripts in this folder import it as `from bench_common import ...`: run as
 `python scripts/bench_x.py`, Python puts scripts/ first on sys.path; each script also inserts
 its own folder there, so that it can be imported from elsewhere (the tests).
 
-Every write goes through a temporary file in the target's folder and `os.replace`, so a
-reader never sees a half-written file and a failed write leaves the old file as it was.
+Every write goes through textmatch's one write protocol (`textmatch.files.atomic_path`): a
+temporary file in the target's folder, fsynced and renamed, so a reader never sees a
+half-written file and a failed write leaves the old file as it was.
 """
 
 from __future__ import annotations
@@ -17,14 +18,17 @@ import os
 import platform
 import resource
 import shlex
-import tempfile
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+import sys
+from collections.abc import Callable, Iterable, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # textmatch from this checkout, also when imported from elsewhere
+
+from textmatch.files import atomic_path  # noqa: E402
+
 SHARED_DATA = REPO.parent / "shared" / "data"  # the benchmark data, next to the repository
 
 DATE_COMMAND = "date"  # utc_date style: what `date -u` prints, "Fri Nov 27 22:04:17 UTC 2026"
@@ -144,26 +148,7 @@ def utc_date(style: str = DATE_ISO, when: dt.datetime | None = None) -> str:
     raise ValueError(f"unknown date style {style!r}; use DATE_ISO, DATE_MINUTES or DATE_COMMAND")
 
 
-# -- atomic writes ---------------------------------------------------------------------------------
-
-
-@contextmanager
-def atomic_path(path: str | Path, mode: int = 0o644) -> Iterator[Path]:
-    """A temporary path next to `path` (same suffix, so numpy and friends keep the name) for
-    the caller to write; on success it is renamed over `path` with permissions `mode`, on
-    failure it is removed and `path` is left as it was. The folder is created if missing."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}")
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        yield tmp
-        os.chmod(tmp, mode)  # mkstemp makes the file private
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+# -- atomic writes: textmatch's one write protocol (textmatch.files.atomic_path) ---------------------
 
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:

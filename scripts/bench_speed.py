@@ -41,7 +41,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import math
 import os
 import re
 import shlex
@@ -333,7 +332,6 @@ def run_export(args: argparse.Namespace) -> dict[str, Any]:
 # child: profile (token counts, padding, tokenizer share, threads, latency breakdown)
 # -------------------------------------------------------------------------------------------
 def run_profile(args: argparse.Namespace) -> dict[str, Any]:
-    import numpy as np
     import torch
     from transformers import AutoTokenizer
 

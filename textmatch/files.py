@@ -155,6 +155,31 @@ def atomic_file(path: str | os.PathLike, mode: str = "w", encoding: str | None =
     out.commit()
 
 
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary path next to `path`, with the same suffix (numpy, matplotlib and friends keep
+    the name), for the caller to write; when the block ends without error it is fsynced and
+    renamed over `path`, else removed. For writers that want a path, not a file handle."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise TextMatchError(f"{path} is a folder; give a file name")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(path)
+    except OSError as exc:
+        raise _os_error(path, exc, "write") from None
+    tmp = path.with_name(f".{path.name}{TEMP_MARK}{os.getpid()}{path.suffix}")
+    try:
+        yield tmp
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_path(path.parent)
+
+
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     with atomic_file(path) as fh:
         fh.write(text)
@@ -316,6 +341,19 @@ def write_folder(
             if not (target / JOURNAL_NAME).exists():  # past the journal the swap is rolled forward
                 shutil.rmtree(staging, ignore_errors=True)
             raise
+
+
+def files_under(folder: Path, names: Iterable[str]) -> list[str]:
+    """The relative paths of the files at `names` in `folder`, and of all files below the ones
+    that are folders (for the `legacy_owned` of folders written before manifests)."""
+    out = []
+    for name in names:
+        path = folder / name
+        if path.is_file():
+            out.append(name)
+        elif path.is_dir():
+            out.extend(p.relative_to(folder).as_posix() for p in sorted(path.rglob("*")) if p.is_file())
+    return out
 
 
 def owned_files(target: Path, legacy_owned: Callable[[Path], Iterable[str]] | None = None) -> set[str]:

@@ -27,7 +27,7 @@ from . import matching
 from ..data.validation import check_conflicts, sorted_classes, validate_support, validate_texts
 from .encoders import Encoder, QueryFCE, SupportFCE, TransformerEncoder, encoder_class
 from ..config import ConfigMixin
-from ..files import check_target, read_consistent, write_folder
+from ..files import check_target, files_under, read_consistent, write_folder
 from ..errors import TextMatchError
 from ..hub.resolution import DEFAULT_MODEL, require_safetensors, resolve_model
 from .card_data import ModelCardData
@@ -689,14 +689,7 @@ def legacy_model_files(folder: Path) -> list[str]:
             return []
     except TextMatchError:
         return []  # an unreadable config.json is not ours: it stays, and blocks the save with an error
-    out = []
-    for name in sorted(OWN_FILES):
-        path = folder / name
-        if path.is_file():
-            out.append(name)
-        elif path.is_dir():
-            out.extend(p.relative_to(folder).as_posix() for p in sorted(path.rglob("*")) if p.is_file())
-    return out
+    return files_under(folder, sorted(OWN_FILES))
 
 
 def is_textmatch_folder(folder: str | os.PathLike) -> bool:

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from ..config import ConfigMixin
-from ..files import check_target, read_consistent, write_folder
+from ..files import check_target, files_under, read_consistent, write_folder
 from ..errors import TextMatchError
 from .corpus import checked_documents, read_corpus, split_passages
 from .ranking import top_k as best
@@ -302,14 +302,7 @@ def legacy_index_files(folder: Path) -> list[str]:
     if not (folder / INDEX_CONFIG).is_file():
         return []
     read_index_meta(folder)
-    out = []
-    for name in INDEX_FILES:
-        path = folder / name
-        if path.is_file():
-            out.append(name)
-        elif path.is_dir():
-            out.extend(p.relative_to(folder).as_posix() for p in sorted(path.rglob("*")) if p.is_file())
-    return out
+    return files_under(folder, INDEX_FILES)
 
 
 def read_index_meta(folder: Path) -> dict[str, Any]:
