@@ -108,3 +108,36 @@ def test_model_over_sentence_transformers_folder_saves_and_loads(tmp_path, tiny_
     again = MatchingNetwork.from_pretrained(str(tmp_path / "saved"))
     assert again.query_encoder.config.pooling == "cls"
     assert torch.allclose(torch.tensor(again.predict_proba(["snow"])), torch.tensor(model.predict_proba(["snow"])))
+
+
+@pytest.mark.parametrize("path", ["../../outside", "/etc", "0_Transformer/../../x"])
+def test_modules_json_paths_stay_inside_the_folder(tmp_path, tiny_bert_dir, path):
+    """A modules.json that points out of the model folder is refused, not followed."""
+    folder = _sentence_transformers_folder(tmp_path, tiny_bert_dir)
+    outside = tmp_path / "outside"
+    shutil.copytree(tiny_bert_dir, outside)  # a loadable model where the path leads
+    modules = json.loads((folder / "modules.json").read_text())
+    modules[0]["path"] = path
+    (folder / "modules.json").write_text(json.dumps(modules))
+    with pytest.raises(TextMatchError, match="leaves"):
+        TransformerEncoder.from_pretrained(str(folder))
+
+
+def test_a_damaged_modules_json_is_a_clear_error(tmp_path, tiny_bert_dir):
+    folder = _sentence_transformers_folder(tmp_path, tiny_bert_dir)
+    (folder / "modules.json").write_text("{not json")
+    with pytest.raises(TextMatchError, match="modules.json is not valid JSON"):
+        TransformerEncoder.from_pretrained(str(folder))
+    (folder / "modules.json").write_text(json.dumps({"not": "a list"}))
+    with pytest.raises(TextMatchError, match="expected a list"):
+        TransformerEncoder.from_pretrained(str(folder))
+
+
+def test_allow_pickle_wraps_an_unpickling_error(tmp_path, tiny_bert_dir):
+    """With allow_pickle=True a broken pickle file is a TextMatchError, not transformers' own error."""
+    folder = tmp_path / "pickled"
+    shutil.copytree(tiny_bert_dir, folder)
+    (folder / "model.safetensors").unlink()
+    (folder / "pytorch_model.bin").write_bytes(b"\x80\x04this is not a pickle")
+    with pytest.warns(UserWarning, match="allow_pickle"), pytest.raises(TextMatchError, match="cannot load transformer"):
+        TransformerEncoder.from_pretrained(str(folder), allow_pickle=True)

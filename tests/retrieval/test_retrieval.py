@@ -244,3 +244,22 @@ def test_tied_scores_are_ordered_by_the_one_rule_on_every_path(model, tmp_path, 
     # the cut: asking for fewer than the tied copies keeps the largest ids
     top2 = retriever.search(["rain rain and wind please today"], top_k=2, mode="bm25")[0]
     assert [doc for doc, _ in top2] == want[:2]
+
+
+def test_symlinks_out_of_a_corpus_folder_are_skipped(tmp_path):
+    """A link in the corpus folder to a file outside it (say, the system's password file) is
+    not indexed unless asked for; links inside the folder are fine."""
+    secret = tmp_path / "secret.txt"
+    secret.write_text("root:x:0:0:root:/root:/bin/bash")
+    folder = tmp_path / "notes"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "a.md").write_text("# Rain\nrain and wind")
+    (folder / "passwd.txt").symlink_to(secret)
+    (folder / "sub" / "again.md").symlink_to(folder / "a.md")  # inside: kept
+    (folder / "outside").symlink_to(tmp_path, target_is_directory=True)
+    with pytest.warns(UserWarning, match=r"skipped 2 symbolic link\(s\)"):
+        docs = list(read_corpus(folder))
+    assert sorted(d["_id"] for d in docs) == ["a.md", "sub/again.md"]
+    assert not any("root:x" in d["text"] for d in docs)
+    followed = list(read_corpus(folder, follow_symlinks=True))
+    assert "passwd.txt" in {d["_id"] for d in followed}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import pickle
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,7 +134,9 @@ class TransformerEncoder(Encoder):
             model = AutoModel.from_pretrained(
                 str(folder), use_safetensors=None if allow_pickle else True, trust_remote_code=trust_remote_code
             )
-        except (OSError, ValueError, pickle.UnpicklingError, EOFError) as exc:
+        except Exception as exc:  # noqa: BLE001 - a bad folder (or, with allow_pickle, a bad pickle) in any form
+            if isinstance(exc, TextMatchError):
+                raise
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise TextMatchError(f"cannot load transformer {name_or_path!r}: {type(exc).__name__}: {first}") from None
         limit = min(int(getattr(model.config, "max_position_embeddings", 512) or 512), 512)
