@@ -80,6 +80,13 @@ def workspace(tmp_path_factory, tiny_bert_dir):
     assert cli.main(["index", "--model", str(tiny_bert_dir), "--corpus", str(files["corpus"]), "--output", str(index),
                      "--no-progress", "--index-backend", "exact"]) == 0
     files.update(model=model, index=index, bert=Path(tiny_bert_dir))
+    try:
+        import faiss  # noqa: F401
+    except ImportError:
+        return files
+    files["faiss_index"] = root / "faiss_index"
+    assert cli.main(["index", "--model", str(tiny_bert_dir), "--corpus", str(files["corpus"]), "--output",
+                     str(files["faiss_index"]), "--no-progress", "--index-backend", "flat"]) == 0
     return files
 
 
@@ -221,6 +228,8 @@ INDEX_DAMAGE = {
     "short passages.jsonl": (corrupt("passages.jsonl", '{"doc_id": "d0", "text": "x"}\n'), "lists 1 passages"),
     "truncated vectors.npy": (corrupt("vectors.npy", truncate=20), "vectors.npy"),
     "invalid index.json": (corrupt("index.json", "{"), "index.json is corrupt"),
+    "truncated index.faiss": (corrupt("index.faiss", truncate=30), "index.faiss"),
+    "truncated index.faiss, manifest kept": (damage_with_manifest("index.faiss"), "index.faiss"),
 }
 
 
@@ -284,7 +293,10 @@ def test_pickled_only_model_folder(workspace, tmp_path, capsys):
 @pytest.mark.parametrize("name", sorted(INDEX_DAMAGE))
 def test_damaged_index_folder(name, workspace, tmp_path, capsys):
     damage, match = INDEX_DAMAGE[name]
-    ws = dict(workspace, index=damaged_copy(workspace["index"], tmp_path / "i", damage))
+    source = workspace["index"]
+    if name.startswith("truncated index.faiss"):
+        source = workspace.get("faiss_index") or pytest.skip("faiss is not installed")
+    ws = dict(workspace, index=damaged_copy(source, tmp_path / "i", damage))
     run_probe(Probe(name, ("search", "--index", "{index}", "--model", "{bert}", "rain"), ERROR, match), ws, tmp_path, capsys)
 
 
