@@ -284,15 +284,34 @@ def _roll_forward(folder: Path, journal: dict[str, Any]) -> None:
     fsync_path(folder)
 
 
+def _read_journal(path: Path) -> dict[str, Any]:
+    """The journal of an interrupted swap (written whole, by rename), checked before it is acted on."""
+    try:
+        journal = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise TextMatchError(f"{path} is damaged ({exc}); remove it and save the folder again") from None
+    ok = (
+        isinstance(journal, dict)
+        and isinstance(journal.get("staging"), str)
+        and journal["staging"].startswith(STAGING_PREFIX)
+        and "/" not in journal["staging"]
+        and all(isinstance(journal.get(k), list) and all(isinstance(x, str) for x in journal[k]) for k in ("files", "remove"))
+        and isinstance(journal.get("manifest"), dict)
+        and isinstance(journal["manifest"].get("files"), dict)
+    )
+    if not ok:
+        raise TextMatchError(f"{path} is not a textmatch journal; remove it and save the folder again")
+    return journal
+
+
 def _recover_locked(folder: Path) -> None:
     journal_path = folder / JOURNAL_NAME
     if journal_path.is_file():
+        journal = _read_journal(journal_path)
         try:
-            journal = json.loads(journal_path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):  # torn before its rename: the swap never began
-            journal_path.unlink(missing_ok=True)
-        else:
             _roll_forward(folder, journal)
+        except OSError as exc:
+            raise _os_error(folder, exc, "finish the interrupted save in") from None
     for entry in folder.iterdir():  # staging folders of writers that died before their journal
         if entry.name.startswith(STAGING_PREFIX):
             shutil.rmtree(entry, ignore_errors=True)

@@ -301,11 +301,15 @@ class MatchingNetwork(nn.Module):
                 if spec is None:
                     continue
                 encoders[role] = encoder_class(spec["type"]).from_saved(folder / role, spec["config"])
-        except (KeyError, TypeError) as exc:
-            raise TextMatchError(f"{folder / CONFIG_NAME} is malformed (missing {exc}); save the model again") from None
+            model = cls(encoders["query_encoder"], encoders.get("support_encoder"), config)
+        except TextMatchError:
+            raise
+        except (KeyError, TypeError, AttributeError, IndexError) as exc:
+            raise TextMatchError(
+                f"{folder / CONFIG_NAME} is malformed ({type(exc).__name__}: {exc}); save the model again"
+            ) from None
         except ValueError as exc:
             raise TextMatchError(f"{folder / CONFIG_NAME}: {exc}") from None
-        model = cls(encoders["query_encoder"], encoders.get("support_encoder"), config)
         model.base_model = saved.get("base_model", "")
         try:  # folders saved before model cards have no "model_card_data": defaults
             model.model_card_data = ModelCardData.from_dict(saved.get("model_card_data"))

@@ -247,7 +247,10 @@ def texts_and_labels(
         ds = select_split(ds, None, "the dataset")
     check_columns(ds, text_column, label_column)
     if isinstance(ds, datasets.IterableDataset):
-        rows = [(row[text_column], row[label_column]) for row in ds]
+        try:  # a streamed file is parsed while it is read: its errors surface here
+            rows = [(row[text_column], row[label_column]) for row in ds]
+        except Exception as exc:  # noqa: BLE001 - pandas / pyarrow / json parse errors, in our words
+            raise read_error("the streamed dataset", exc) from None
         raw_texts, labels = [t for t, _ in rows], [y for _, y in rows]
     else:
         raw_texts, labels = column_values(ds, text_column), column_values(ds, label_column)

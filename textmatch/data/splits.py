@@ -84,7 +84,10 @@ def read_label_file(path: str | Path) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise TextMatchError(f"label file {str(path)!r} does not exist; check the path")
-    labels = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines()]
+    try:
+        labels = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines()]
+    except UnicodeDecodeError:
+        raise TextMatchError(f"label file {str(path)!r} is not UTF-8 text; save it as UTF-8") from None
     labels = [y for y in labels if y]
     if not labels:
         raise TextMatchError(f"label file {str(path)!r} has no labels; write one label per line")

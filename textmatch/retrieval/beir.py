@@ -38,25 +38,30 @@ def read_qrels(path: str | Path) -> dict[str, dict[str, int]]:
     """Read a BEIR qrels TSV: `query-id<TAB>corpus-id<TAB>score` lines (integer scores), with
     an optional header row. Ids are strings; a repeated pair keeps its last score."""
     path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except UnicodeDecodeError:
+        raise TextMatchError(f"{path} is not UTF-8 text; save the qrels as UTF-8") from None
+    except OSError as exc:
+        raise TextMatchError(f"cannot read {path}: {exc.strerror or exc}; check the path") from None
     qrels: dict[str, dict[str, int]] = {}
     first = True
-    with open(path, encoding="utf-8-sig", newline="") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            parts = [p.strip() for p in line.rstrip("\r\n").split("\t")]
-            if len(parts) != 3:
-                raise TextMatchError(
-                    f"{path} line {lineno}: expected 3 tab-separated fields (query-id, corpus-id, score), "
-                    f"got {len(parts)}"
-                )
-            qid, did, score = parts
-            is_header, first = first and not _is_int(score), False
-            if is_header:
-                continue
-            if not _is_int(score):
-                raise TextMatchError(f"{path} line {lineno}: score {score!r} is not an integer; qrels scores are integers")
-            qrels.setdefault(qid, {})[did] = int(score)
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        parts = [p.strip() for p in line.split("\t")]
+        if len(parts) != 3:
+            raise TextMatchError(
+                f"{path} line {lineno}: expected 3 tab-separated fields (query-id, corpus-id, score), "
+                f"got {len(parts)}"
+            )
+        qid, did, score = parts
+        is_header, first = first and not _is_int(score), False
+        if is_header:
+            continue
+        if not _is_int(score):
+            raise TextMatchError(f"{path} line {lineno}: score {score!r} is not an integer; qrels scores are integers")
+        qrels.setdefault(qid, {})[did] = int(score)
     return qrels
 
 

@@ -129,8 +129,21 @@ def read_corpus(
                     raise TextMatchError(f"corpus {source!r} has splits {names}; pick one with --split")
                 stream = stream[pick]
             rows = stream
-    for n, row in enumerate(rows):
+    iterator = iter(rows)
+    n = 0
+    while True:
+        try:  # a streamed file is parsed while it is read: its errors surface here
+            row = next(iterator)
+        except StopIteration:
+            return
+        except TextMatchError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - datasets / pandas / pyarrow parse errors, in our words
+            from ..data.loading import read_error
+
+            raise read_error(f"corpus {str(source)!r} (document {n})", exc) from None
         yield _row_document(dict(row), id_column, title_column, text_column, n)
+        n += 1
 
 
 def checked_documents(documents: Iterable[dict[str, str]], seen: set[str] | None = None) -> Iterator[dict[str, str]]:

@@ -189,7 +189,18 @@ class Retriever:
         elsewhere does not choose what gets downloaded or read. A model whose weights differ
         from the ones that built the index is refused."""
         folder = Path(folder).expanduser().resolve()
-        return read_consistent(folder, lambda: cls._load(folder, model, allow_index_model, model_kwargs), "index")
+        return read_consistent(folder, lambda: cls._load_checked(folder, model, allow_index_model, model_kwargs), "index")
+
+    @classmethod
+    def _load_checked(cls, folder: Path, *args: Any) -> "Retriever":
+        try:
+            return cls._load(folder, *args)
+        except TextMatchError:
+            raise
+        except (KeyError, TypeError, AttributeError, IndexError, ValueError, EOFError, OSError) as exc:
+            raise TextMatchError(
+                f"the index files in {folder} are malformed ({type(exc).__name__}: {exc}); build the index again"
+            ) from None
 
     @classmethod
     def _load(cls, folder: Path, model: Any, allow_index_model: bool, model_kwargs: dict[str, Any]) -> "Retriever":
@@ -311,8 +322,10 @@ def read_index_meta(folder: Path) -> dict[str, Any]:
         raise TextMatchError(f"{folder} is not a textmatch index (no {INDEX_CONFIG}); build one with `textmatch index`")
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise TextMatchError(f"{path} is corrupt ({exc}); build the index again") from None
+    if not isinstance(meta, dict):
+        raise TextMatchError(f"{path} is not a textmatch index config; build the index again")
     version = meta.get("format_version")
     if meta.get("library_name") != "textmatch" or not isinstance(version, int):
         raise TextMatchError(f"{path} is not a textmatch index config; build the index again")

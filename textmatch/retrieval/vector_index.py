@@ -441,7 +441,7 @@ class ExactIndex(VectorIndex):
             raise TextMatchError(f"{path} is missing: the index folder is incomplete, save the index again")
         try:
             vectors = np.load(path, mmap_mode="r", allow_pickle=False)
-        except (ValueError, OSError) as exc:
+        except (ValueError, OSError, EOFError) as exc:
             raise TextMatchError(f"{path} is not a readable .npy file ({exc}): save the index again") from exc
         if vectors.dtype != np.float32 or vectors.shape != (ntotal, self.dim):
             raise TextMatchError(

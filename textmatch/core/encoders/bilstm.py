@@ -146,6 +146,7 @@ class BiLSTMEncoder(Encoder):
 
         try:
             tokenizer = AutoTokenizer.from_pretrained(str(directory))
-        except (OSError, ValueError) as exc:
-            raise TextMatchError(f"cannot read the tokenizer in {directory}: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - damaged tokenizer files fail in many ways
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            raise TextMatchError(f"cannot read the tokenizer in {directory} ({type(exc).__name__}: {first})") from None
         return cls(tokenizer, BiLSTMEncoderConfig.from_dict(config))

@@ -178,13 +178,16 @@ class TransformerEncoder(Encoder):
         try:
             hf_config = AutoConfig.from_pretrained(str(directory))
             tokenizer = AutoTokenizer.from_pretrained(str(directory))
-        except (OSError, ValueError) as exc:
-            raise TextMatchError(f"cannot read the encoder files in {directory}: {exc}") from None
-        # Weights come from the MatchingNetwork's model.safetensors; silence the init message.
-        level = logging.getLogger("transformers").level
-        logging.getLogger("transformers").setLevel(logging.ERROR)
-        try:
-            model = AutoModel.from_config(hf_config)
-        finally:
-            logging.getLogger("transformers").setLevel(level)
+            # Weights come from the MatchingNetwork's model.safetensors; silence the init message.
+            level = logging.getLogger("transformers").level
+            logging.getLogger("transformers").setLevel(logging.ERROR)
+            try:
+                model = AutoModel.from_config(hf_config)
+            finally:
+                logging.getLogger("transformers").setLevel(level)
+        except Exception as exc:  # noqa: BLE001 - damaged config / tokenizer files fail in many ways
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            raise TextMatchError(
+                f"cannot read the encoder files in {directory} ({type(exc).__name__}: {first}); save the model again"
+            ) from None
         return cls(model, tokenizer, TransformerEncoderConfig.from_dict(config))
