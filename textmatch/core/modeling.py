@@ -513,8 +513,8 @@ class MatchingNetwork(nn.Module):
                 raise TextMatchError(
                     f"{embeddings_file} is corrupt ({type(exc).__name__}); delete it to re-encode the support set"
                 ) from None
-            if cached.shape == (len(texts), self.support_encoder.dim):
-                base = cached.to(self.device)
+            if cached.shape == (len(texts), self.support_encoder.dim) and cached.is_floating_point():
+                base = cached.to(self.device, self.log_temperature.dtype)
         if base is None:
             self.fit(texts, labels)
         else:

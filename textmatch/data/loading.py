@@ -63,6 +63,18 @@ def _in_memory_types() -> tuple[type, ...]:
     return (datasets.Dataset, datasets.DatasetDict, datasets.IterableDataset, datasets.IterableDatasetDict)
 
 
+def check_json_start(path: Path) -> None:
+    """A JSON / JSONL data file must start with an object or an array: anything else (a bare
+    `null`, a number) is refused here, before pyarrow's JSON reader, which crashes on some."""
+    with open(path, "rb") as fh:
+        head = fh.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
+    if head and head[:1] not in (b"{", b"["):
+        raise TextMatchError(
+            f"{path} is not JSON lines of objects (it starts with {head[:20]!r}); "
+            'each line must be an object such as {"text": "...", "label": "..."}'
+        )
+
+
 def select_split(dd: Any, split: str | None, source: str):
     splits = list(dd.keys())
     if split is None:
@@ -108,6 +120,8 @@ def _load(source: str, split: str | None, streaming: bool = False, **load_kwargs
                 kwargs.setdefault("na_values", [""])
                 if path.suffix.lower() == ".tsv":
                     kwargs.setdefault("sep", "\t")
+            if builder == "json":
+                check_json_start(path)
             return datasets.load_dataset(builder, data_files=str(path), split="train", streaming=streaming, **kwargs)
         if not path.exists() and (source.startswith((".", "/", "~")) or Path(source).suffix.lower() in FILE_BUILDERS):
             raise TextMatchError(f"data file {source!r} does not exist; check the path")

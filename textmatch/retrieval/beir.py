@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from ..data.loading import column_values, dataset_columns, read_error
+from ..data.loading import check_json_start, column_values, dataset_columns, read_error
 from ..errors import TextMatchError
 
 
@@ -74,6 +74,7 @@ def _read_jsonl_table(path: Path, required: Sequence[str], optional: Sequence[st
     optional ones become ""), ids as strings."""
     import datasets
 
+    check_json_start(path)
     try:
         ds = datasets.load_dataset("json", data_files=str(path), split="train", streaming=streaming, **load_kwargs)
     except Exception as exc:  # noqa: BLE001
@@ -89,7 +90,10 @@ def _read_jsonl_table(path: Path, required: Sequence[str], optional: Sequence[st
     # cast before adding columns: in datasets 5.2 a streamed cast_column after map() changes
     # the declared feature but not the values
     if ds.features["_id"] != datasets.Value("string"):
-        ds = ds.cast_column("_id", datasets.Value("string"))
+        try:
+            ds = ds.cast_column("_id", datasets.Value("string"))
+        except (TypeError, ValueError) as exc:  # e.g. lists or objects as ids
+            raise TextMatchError(f"{path}: the _id values must be strings or numbers ({exc})") from None
     for column in optional:
         if column not in columns:
             if isinstance(ds, datasets.IterableDataset):

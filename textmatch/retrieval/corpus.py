@@ -10,6 +10,7 @@ passage's.
 from __future__ import annotations
 
 import os
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -100,6 +101,7 @@ def read_corpus(
     """
     import datasets
 
+    scratch = None
     if isinstance(source, (list, tuple)):
         rows: Iterable[dict[str, Any]] = source
     elif isinstance(source, (datasets.Dataset, datasets.IterableDataset)):
@@ -114,7 +116,12 @@ def read_corpus(
         from ..data.loading import load_text_dataset
 
         if path.is_file():
-            rows = load_text_dataset(str(path), text_column=text_column, label_column=None, streaming=True)
+            # streamed, with a cache folder of its own that goes with the generator: reading a
+            # corpus leaves nothing behind in the user's `datasets` cache
+            scratch = tempfile.TemporaryDirectory(prefix="textmatch-corpus-")
+            rows = load_text_dataset(
+                str(path), text_column=text_column, label_column=None, streaming=True, cache_dir=scratch.name
+            )
         elif str(source).startswith((".", "/", "~")) or path.suffix:
             raise TextMatchError(f"corpus {str(source)!r} does not exist; check the path")
         else:
@@ -129,7 +136,15 @@ def read_corpus(
                     raise TextMatchError(f"corpus {source!r} has splits {names}; pick one with --split")
                 stream = stream[pick]
             rows = stream
-    iterator = iter(rows)
+    try:
+        yield from _documents(iter(rows), source, id_column, title_column, text_column)
+    finally:
+        if scratch is not None:
+            scratch.cleanup()
+
+
+def _documents(iterator: Iterator[Any], source: Any, id_column: str, title_column: str,
+               text_column: str) -> Iterator[dict[str, str]]:
     n = 0
     while True:
         try:  # a streamed file is parsed while it is read: its errors surface here

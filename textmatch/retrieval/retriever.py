@@ -234,6 +234,9 @@ class Retriever:
             from .bm25 import BM25Index
 
             bm25 = BM25Index.load(folder / "bm25")
+        positions = [str(i) for i in range(len(passage_docs))]  # both indexes name passages by position
+        if vectors.ids != positions or (bm25 is not None and bm25.ids != positions):
+            raise TextMatchError(f"the vector and BM25 indexes in {folder} do not match its passages; build it again")
         return cls(model, folder, config, meta, vectors, passage_docs, bm25)
 
     # -- searching --------------------------------------------------------------------------
@@ -262,10 +265,17 @@ class Retriever:
         queries = validate_texts(queries, "query")
         depth = depth or max(100, 4 * top_k)
         runs = []
-        if mode in ("dense", "hybrid"):
-            runs.append(self._dense_run(queries, depth))
-        if mode in ("bm25", "hybrid"):
-            runs.append(self._bm25_run(queries, depth))
+        try:
+            if mode in ("dense", "hybrid"):
+                runs.append(self._dense_run(queries, depth))
+            if mode in ("bm25", "hybrid"):
+                runs.append(self._bm25_run(queries, depth))
+        except (IndexError, KeyError, ValueError, RuntimeError, TypeError) as exc:  # files that load but do not fit
+            if isinstance(exc, TextMatchError):
+                raise
+            raise TextMatchError(
+                f"the index in {self.folder} is damaged ({type(exc).__name__}: {exc}); build it again"
+            ) from None
         if mode == "hybrid":
             from .fusion import reciprocal_rank_fusion, weighted_fusion
 
