@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from ..config import ConfigMixin
-from ..files import check_target, files_under, read_consistent, write_folder
+from ..files import atomic_path, check_target, files_under, read_consistent, write_folder
 from ..errors import TextMatchError
 from .corpus import checked_documents, read_corpus, split_passages
 from .ranking import top_k as best
@@ -422,9 +422,8 @@ def _encode_resumable(model: Any, texts: list[str], folder: Path, fingerprint: s
                 reused += 1
             else:
                 emb = model.encode(chunk, batch_size=config.batch_size, role="support").astype(np.float32)
-                tmp = path.with_name(path.name + ".tmp.npy")
-                np.save(tmp, emb, allow_pickle=False)
-                os.replace(tmp, path)
+                with atomic_path(path) as tmp:  # a killed run leaves whole shards only
+                    np.save(tmp, emb, allow_pickle=False)
             shards.append(emb)
             bar.update(len(chunk))
     finally:
