@@ -68,16 +68,16 @@ def test_export_is_cached_and_redone_when_weights_change(trained_tiny, cache, mo
 def test_export_lives_next_to_a_saved_model_and_old_exports_go(trained_tiny, tmp_path, cache):
     folder = copy.deepcopy(trained_tiny).save_pretrained(tmp_path / "saved")
     model = MatchingNetwork.from_pretrained(str(folder), backend="onnx-int8")
-    exports = list((folder / "onnx").iterdir())
+    exports = list((folder / ".textmatch-onnx").iterdir())
     assert len(exports) == 1 and (exports[0] / "encoder-int8.onnx").is_file()
     assert not cache.exists()  # nothing in the user cache: the model folder was writable
     with torch.no_grad():
         model.query_encoder.model.embeddings.word_embeddings.weight.mul_(1.1)
     model.set_backend("onnx")
-    assert [p.name for p in (folder / "onnx").iterdir()] != [exports[0].name]
+    assert [p.name for p in (folder / ".textmatch-onnx").iterdir()] != [exports[0].name]
     # re-saving keeps the export folder (not one of the model's own files)
     model.save_pretrained(folder)
-    assert (folder / "onnx").is_dir()
+    assert (folder / ".textmatch-onnx").is_dir()
 
 
 def test_training_after_set_backend_uses_torch_and_resets(tiny_bert_model, cache):

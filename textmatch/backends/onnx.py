@@ -14,7 +14,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ import numpy as np
 import torch
 
 from ..errors import TextMatchError
+from ..files import atomic_path, write_text_atomic
 
 BACKENDS = ("torch", "onnx", "onnx-int8")
 EXPORT_FORMAT = 1  # bump when the export recipe changes, so old caches are redone
@@ -67,8 +67,7 @@ def export_onnx(encoder: Any, path: Path) -> None:
     wrapper = _ExportWrapper(encoder, names).eval()
     dynamic = {n: {0: "batch", 1: "sequence"} for n in names}
     dynamic["embedding"] = {0: "batch"}
-    tmp = path.with_name(path.name + ".tmp")
-    with warnings.catch_warnings(), torch.inference_mode():
+    with atomic_path(path) as tmp, warnings.catch_warnings(), torch.inference_mode():
         warnings.simplefilter("ignore")  # tracer chatter about shapes; checked below instead
         torch.onnx.export(
             wrapper,
@@ -80,7 +79,6 @@ def export_onnx(encoder: Any, path: Path) -> None:
             opset_version=17,
             dynamo=False,
         )
-    os.replace(tmp, path)
 
 
 def optimize_onnx(src: Path, dst: Path, encoder: Any) -> None:
@@ -89,8 +87,7 @@ def optimize_onnx(src: Path, dst: Path, encoder: Any) -> None:
 
     hf_config = encoder.model.config
     model_type = "bert" if hf_config.model_type in ("bert", "roberta", "xlm-roberta", "distilbert", "mpnet") else None
-    tmp = dst.with_name(dst.name + ".tmp")
-    with warnings.catch_warnings():
+    with atomic_path(dst) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         optimized = optimizer.optimize_model(
             str(src),
@@ -100,7 +97,6 @@ def optimize_onnx(src: Path, dst: Path, encoder: Any) -> None:
             opt_level=1,
         )
         optimized.save_model_to_file(str(tmp))
-    os.replace(tmp, dst)
 
 
 def quantize_onnx(src: Path, dst: Path) -> None:
@@ -108,8 +104,7 @@ def quantize_onnx(src: Path, dst: Path) -> None:
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    tmp = dst.with_name(dst.name + ".tmp.onnx")
-    with warnings.catch_warnings():
+    with atomic_path(dst) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         quantize_dynamic(
             str(src),
@@ -119,7 +114,6 @@ def quantize_onnx(src: Path, dst: Path) -> None:
             # fused (com.microsoft) nodes defeat shape inference; their outputs are float
             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
         )
-    os.replace(tmp, dst)
 
 
 class OnnxRuntimeEncoder:
@@ -173,26 +167,25 @@ def onnx_encoder(
         was_training = encoder.training
         encoder.eval()
         try:
-            with tempfile.TemporaryDirectory(dir=folder) as tmp:
-                tmp_raw = Path(tmp) / raw.name
-                if not raw.is_file():
-                    export_onnx(encoder, tmp_raw)
-                    os.replace(tmp_raw, raw)
-                if not fused.is_file():
-                    optimize_onnx(raw, fused, encoder)
-                if backend == "onnx-int8" and not int8.is_file():
-                    quantize_onnx(fused, int8)
+            # each file is written whole (textmatch.files.atomic_path): an interrupted export resumes
+            if not raw.is_file():
+                export_onnx(encoder, raw)
+            if not fused.is_file():
+                optimize_onnx(raw, fused, encoder)
+            if backend == "onnx-int8" and not int8.is_file():
+                quantize_onnx(fused, int8)
         finally:
             encoder.train(was_training)
-        (folder / "fingerprint.json").write_text(json.dumps({"fingerprint": key, "format": EXPORT_FORMAT}) + "\n")
+        write_text_atomic(folder / "fingerprint.json", json.dumps({"fingerprint": key, "format": EXPORT_FORMAT}) + "\n")
     return OnnxRuntimeEncoder(target, num_threads)
 
 
 def _cache_folder(model_dir: Path | None, cache_dir: Path | None, key: str) -> Path:
-    """`<model_dir>/onnx/<key>` when the model folder is writable, else `<cache>/onnx/<key>`.
-    Exports of older fingerprints next to the model are removed (the model changed)."""
+    """`<model_dir>/.textmatch-onnx/<key>` when the model folder is writable, else
+    `<cache>/onnx/<key>`. Exports of older fingerprints next to the model are removed (the model
+    changed); the hidden name keeps clear of a user's own `onnx/` folder."""
     if cache_dir is None and model_dir is not None and os.access(model_dir, os.W_OK):
-        base = Path(model_dir) / "onnx"
+        base = Path(model_dir) / ".textmatch-onnx"
         if base.is_dir():
             for old in base.iterdir():
                 if old.is_dir() and old.name != key:
