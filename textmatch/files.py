@@ -352,7 +352,10 @@ def write_folder(
     with folder_lock(target):
         _recover_locked(target)
         staging = target / f"{STAGING_PREFIX}{os.getpid()}"
-        staging.mkdir()
+        try:
+            staging.mkdir()
+        except OSError as exc:
+            raise _os_error(target, exc, "write to") from None
         try:
             yield staging
             _commit(target, staging, kind, legacy_owned, set(caches))

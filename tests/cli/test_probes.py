@@ -366,3 +366,24 @@ def test_kill_9_during_train_keeps_the_previous_model_and_log(workspace, tmp_pat
                      str(out), "--episodes", "2", "--no-progress"]) == 0
     assert not any(p.name.startswith(".training_log.jsonl.tmp-") for p in out.iterdir())
     assert len(log.read_text().splitlines()) == 2  # the new, completed run's log
+
+
+@pytest.mark.parametrize("command", ["train", "index"])
+def test_immutable_output_folder_is_a_clear_error(command, workspace, tmp_path, capsys):
+    """An immutable --output (chattr +i: even root cannot write in it) is bad input, not a bug."""
+    import subprocess
+
+    out = tmp_path / "locked"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    if shutil.which("chattr") is None or subprocess.run(["chattr", "+i", str(out)], capture_output=True).returncode:
+        pytest.skip("chattr +i is not available on this file system")
+    try:
+        argv = (*TRAIN[:-3], "--output", str(out), "--episodes", "1", "--no-progress") if command == "train" else \
+            (*INDEX[:-3], "--output", str(out), "--no-progress")
+        code = cli.main(fill(argv, workspace, out))
+        err = capsys.readouterr().err
+    finally:
+        subprocess.run(["chattr", "-i", str(out)], check=True)
+    assert code == 2 and "cannot write" in err and len(err.strip().splitlines()) == 1, err
+    assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
