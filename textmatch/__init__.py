@@ -39,8 +39,17 @@ from .data import (
 )
 from .errors import TextMatchError
 from .hub import DEFAULT_MODEL
-from .hub.model_card import generate_model_card  # also gives save_pretrained its card writer
-from .retrieval import BeirData, IndexConfig, RetrievalTrainer, RetrievalTrainingArguments, Retriever, load_beir
+from .hub.model_card import (
+    generate_model_card,  # also gives save_pretrained its card writer
+)
+from .retrieval import (
+    BeirData,
+    IndexConfig,
+    RetrievalTrainer,
+    RetrievalTrainingArguments,
+    Retriever,
+    load_beir,
+)
 
 __all__ = [
     "DEFAULT_MODEL",

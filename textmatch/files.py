@@ -378,9 +378,11 @@ def files_under(folder: Path, names: Iterable[str]) -> list[str]:
     return out
 
 
-def owned_files(target: Path, legacy_owned: Callable[[Path], Iterable[str]] | None = None) -> set[str]:
-    """The relative paths textmatch owns in `target` now."""
-    manifest = read_manifest(target)
+def owned_files(
+    target: Path, legacy_owned: Callable[[Path], Iterable[str]] | None = None, manifest: dict[str, Any] | None = None
+) -> set[str]:
+    """The relative paths textmatch owns in `target` now (from `manifest`, read if not given)."""
+    manifest = manifest if manifest is not None else read_manifest(target)
     if manifest is not None:
         return set(manifest["files"])
     return set(legacy_owned(target)) if legacy_owned is not None else set()
@@ -399,7 +401,7 @@ def _check_conflicts(
         raise TextMatchError(
             f"{target} holds a textmatch {manifest.get('kind')}; a {kind} needs a folder of its own: choose another"
         )
-    old = owned_files(target, legacy_owned)
+    old = owned_files(target, legacy_owned, manifest)
     for rel in new:
         path = target
         for part in PurePosixPath(rel).parts:

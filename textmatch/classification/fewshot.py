@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..data.loading import as_text_label_lists
 from ..core.episodes import EpisodeSampler
+from ..data.loading import as_text_label_lists
 from ..errors import TextMatchError
 
 

@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-from ..hub.resolution import DEFAULT_MODEL
 from ..core.modeling import MatchingNetwork
+from ..hub.resolution import DEFAULT_MODEL
 from .training import Trainer, TrainingArguments
 
 

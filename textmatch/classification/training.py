@@ -22,14 +22,14 @@ import numpy as np
 import torch
 
 from ..core import matching
-from ..data.loading import as_text_label_lists
+from ..core import optimization as optim
+from ..core.card_data import EXCLUDED_TRAINING_ARGS, infer_dataset_name
 from ..core.episodes import EpisodeSampler
+from ..core.modeling import MatchingNetwork
+from ..core.optimization import OptimizationArguments, TrainOutput, is_int
+from ..data.loading import as_text_label_lists
 from ..errors import TextMatchError
 from ..files import AtomicFile
-from ..core.card_data import EXCLUDED_TRAINING_ARGS, infer_dataset_name
-from ..core.modeling import MatchingNetwork
-from ..core import optimization as optim
-from ..core.optimization import OptimizationArguments, TrainOutput, is_int
 
 
 @dataclass

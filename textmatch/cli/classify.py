@@ -25,7 +25,6 @@ from .common import (
     with_support,
 )
 
-
 # `train` flags that set a training argument of the same name; left out, the argument keeps its
 # default. (--lr and --seed serve retrieval training too, and --max-steps only it.)
 TRAINING_FLAGS = [

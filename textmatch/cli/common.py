@@ -61,7 +61,9 @@ def quiet_libraries() -> None:
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     datasets.disable_progress_bars()
-    datasets.logging.set_verbosity_error()
+    # datasets logs a reader's failure ("Failed to read file ...") before raising it; the CLI
+    # reports that error itself, in one line, so the log would only repeat it
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL)
 
 
 def read_labelled(
@@ -95,16 +97,15 @@ def with_support(model: Any, args: argparse.Namespace, dataset_split: str | None
     model's saved one."""
     if args.support:
         texts, labels = read_labelled(args.support, args, "support")
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=CONFLICT_WARNING)  # read_labelled has said it already
-            model.fit(texts, labels, batch_size=args.batch_size)
     elif args.dataset and dataset_split:
         texts, labels = read_labelled(args.dataset, args, "support", dataset_split)
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=CONFLICT_WARNING)
-            model.fit(texts, labels, batch_size=args.batch_size)
     elif not model.classes_:
         raise TextMatchError("no support set: pass --support FILE (the model was not saved with one)")
+    else:
+        return model
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=CONFLICT_WARNING)  # read_labelled has said it already
+        model.fit(texts, labels, batch_size=args.batch_size)
     return model
 
 

@@ -16,7 +16,15 @@ from ..retrieval.bm25 import BM25Index, mine_hard_negatives
 from ..retrieval.retriever import FUSIONS, MODES
 from ..retrieval.training import RetrievalTrainer, RetrievalTrainingArguments
 from ..retrieval.vector_index import INDEX_KINDS
-from .common import EXIT_OK, MODEL_HELP, add_runtime, backend_kwargs, emit_json, load_model, read_lines_or
+from .common import (
+    EXIT_OK,
+    MODEL_HELP,
+    add_runtime,
+    backend_kwargs,
+    emit_json,
+    load_model,
+    read_lines_or,
+)
 
 
 def add_parsers(sub: Any) -> None:

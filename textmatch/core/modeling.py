@@ -23,14 +23,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import matching
-from ..data.validation import check_conflicts, sorted_classes, validate_support, validate_texts
-from .encoders import Encoder, QueryFCE, SupportFCE, TransformerEncoder, encoder_class
 from ..config import ConfigMixin
-from ..files import check_target, files_under, read_consistent, write_folder
+from ..data.validation import (
+    check_conflicts,
+    sorted_classes,
+    validate_support,
+    validate_texts,
+)
 from ..errors import TextMatchError
+from ..files import check_target, files_under, read_consistent, write_folder
 from ..hub.resolution import DEFAULT_MODEL, require_safetensors, resolve_model
+from . import matching
 from .card_data import ModelCardData
+from .encoders import Encoder, QueryFCE, SupportFCE, TransformerEncoder, encoder_class
 
 FORMAT_VERSION = 1
 LIBRARY_NAME = "textmatch"
@@ -635,9 +640,9 @@ class MatchingNetwork(nn.Module):
         """Raise now the error `save_pretrained(save_directory)` would meet (a file in the way
         that textmatch did not write, another kind of textmatch folder, no permission), e.g.
         before training for minutes; writes nothing."""
-        names = [CONFIG_NAME, WEIGHTS_NAME, MODEL_CARD_NAME, SUPPORT_NAME, SUPPORT_EMBEDDINGS_NAME, "query_encoder/"]
-        check_target(save_directory, "model", names + ([] if self.config.share_weights else ["support_encoder/"]),
-                     legacy_model_files)
+        folders = {"query_encoder"} | (set() if self.config.share_weights else {"support_encoder"})
+        names = [n for n in OWN_FILES if not n.endswith("_encoder")] + [f"{n}/" for n in sorted(folders)]
+        check_target(save_directory, "model", names, legacy_model_files)
 
     def push_to_hub(self, repo_id: str, **options: Any) -> Any:
         """Save the model (weights as safetensors, config, tokenizer, support set, model card) and

@@ -16,7 +16,6 @@ from ..config import ConfigMixin
 from ..errors import TextMatchError
 from .modeling import MatchingNetwork
 
-
 DEVICES = ("auto", "cpu", "cuda", "mps")  # and "cuda:<i>"
 
 

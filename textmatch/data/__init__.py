@@ -12,8 +12,21 @@ from .loading import (
     texts_and_labels,
 )
 from .sampling import rows_by_class, sample_dataset
-from .splits import ClassSplit, class_split_from_files, filter_classes, random_class_split, read_label_file
-from .validation import check_conflicts, conflicting_labels, sorted_classes, validate_labels, validate_support, validate_texts
+from .splits import (
+    ClassSplit,
+    class_split_from_files,
+    filter_classes,
+    random_class_split,
+    read_label_file,
+)
+from .validation import (
+    check_conflicts,
+    conflicting_labels,
+    sorted_classes,
+    validate_labels,
+    validate_support,
+    validate_texts,
+)
 
 __all__ = [
     "FILE_BUILDERS",

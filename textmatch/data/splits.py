@@ -13,7 +13,6 @@ from ..errors import TextMatchError
 from .loading import as_map_dataset, check_columns, label_values
 from .validation import as_list, sorted_classes, validate_labels
 
-
 SPLIT_NAMES = ("train", "valid", "test")
 LABEL_FILES = {name: f"labels.{name}.txt" for name in SPLIT_NAMES}
 

@@ -11,7 +11,6 @@ from typing import Any, Iterable, Sequence
 from ..data.loading import check_json_start, column_values, dataset_columns, read_error
 from ..errors import TextMatchError
 
-
 BEIR_LAYOUT = "a BEIR folder holds corpus.jsonl (_id, title, text), queries.jsonl (_id, text) and qrels/<split>.tsv"
 
 

@@ -23,8 +23,14 @@ import numpy as np
 import torch
 
 from ..config import ConfigMixin
-from ..files import atomic_path, check_target, files_under, read_consistent, write_folder
 from ..errors import TextMatchError
+from ..files import (
+    atomic_path,
+    check_target,
+    files_under,
+    read_consistent,
+    write_folder,
+)
 from .corpus import checked_documents, read_corpus, split_passages
 from .ranking import top_k as best
 from .vector_index import INDEX_KINDS
@@ -270,9 +276,9 @@ class Retriever:
                 runs.append(self._dense_run(queries, depth))
             if mode in ("bm25", "hybrid"):
                 runs.append(self._bm25_run(queries, depth))
+        except TextMatchError:
+            raise
         except (IndexError, KeyError, ValueError, RuntimeError, TypeError) as exc:  # files that load but do not fit
-            if isinstance(exc, TextMatchError):
-                raise
             raise TextMatchError(
                 f"the index in {self.folder} is damaged ({type(exc).__name__}: {exc}); build it again"
             ) from None

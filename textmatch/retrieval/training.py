@@ -33,12 +33,12 @@ from typing import Any
 import torch
 
 from ..core import matching
-from ..errors import TextMatchError
-from ..files import AtomicFile
+from ..core import optimization as optim
 from ..core.card_data import EXCLUDED_TRAINING_ARGS
 from ..core.modeling import MatchingNetwork
-from ..core import optimization as optim
 from ..core.optimization import OptimizationArguments, TrainOutput, is_int
+from ..errors import TextMatchError
+from ..files import AtomicFile
 
 
 @dataclass
