@@ -19,14 +19,16 @@ import numpy as np
 import torch
 
 from ..core.episodes import EpisodeSampler
+from ..core.matching import matching_nll
 from ..data.loading import as_text_label_lists
 from ..errors import TextMatchError
 
 
 @dataclass
 class EpisodicResult:
-    """Mean query accuracy over episodes, its 95% CI half-width (1.96 * sd / sqrt(n)), and
-    the accuracy of each episode."""
+    """Mean query accuracy over episodes, its 95% CI half-width (1.96 * sd / sqrt(n)), the
+    mean matching loss (-log P(y | x, S) of eq. 1 over the queries, averaged over episodes),
+    and the accuracy of each episode."""
 
     accuracy: float
     ci95: float
@@ -34,6 +36,7 @@ class EpisodicResult:
     k_shot: int
     q_query: int
     num_episodes: int
+    loss: float = math.nan
     episode_accuracies: list[float] = field(default_factory=list, repr=False)
 
 
@@ -72,6 +75,7 @@ def evaluate_episodes(
     was_training = model.training
     model.eval()
     accs: list[float] = []
+    losses: list[float] = []
     try:
         with torch.inference_mode():
             g_base = model.embed(model.support_encoder, subset, batch_size)  # (n_used, dim)
@@ -87,10 +91,11 @@ def evaluate_episodes(
                 f = model.query_embeddings(f_base[q_idx], g)  # (n_way*q, dim)
                 log_probs = model.log_probs(f, g, support_labels, n_way)  # (n_way*q, n_way)
                 accs.append(float((log_probs.argmax(-1) == query_labels).float().mean()))
+                losses.append(float(matching_nll(log_probs, query_labels)))
     finally:
         model.train(was_training)
     mean, ci = mean_ci95(accs)
-    return EpisodicResult(mean, ci, n_way, k_shot, q_query, num_episodes, accs)
+    return EpisodicResult(mean, ci, n_way, k_shot, q_query, num_episodes, float(np.mean(losses)), accs)
 
 
 # -- out-of-scope detection ------------------------------------------------------------------

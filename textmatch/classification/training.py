@@ -1,56 +1,72 @@
-"""Episodic training of a MatchingNetwork (Vinyals et al. 2016, section 2.2).
+"""Episodic training of a MatchingNetwork (Vinyals et al. 2016, section 2.2), on Hugging Face's
+Trainer (textmatch.core.trainer_base).
 
-Each step samples an N-way K-shot episode, computes log P(y | x, S) of eq. 1 for its
-queries and minimises the negative log-likelihood of their labels. The main path is
-fine-tuning on the user's own few-shot support set, with episodes drawn from it; with an
-`eval_dataset` (other examples, or other classes for meta-training) the Trainer validates on
-fixed episodes, keeps the best weights and stops early.
+Each step samples an N-way K-shot episode, computes log P(y | x, S) of eq. 1 for its queries
+and minimises the negative log-likelihood of their labels. The main path is fine-tuning on the
+user's own few-shot support set, with episodes drawn from it; with an `eval_dataset` (other
+examples, or other classes for meta-training) the Trainer validates on fixed episodes
+(`fewshot.evaluate_episodes`: each validation text encoded once), keeps the best weights and
+stops early.
+
+Episode i depends only on (seed, i). A step trains on per_device_train_batch_size episodes per
+process, times gradient_accumulation_steps; under torchrun / accelerate launch process r
+trains on episodes r, r + W, ... of each step's block, and DDP averages the gradients, so W
+processes train as one process with W times the accumulation.
 """
 
 from __future__ import annotations
 
-import copy
-import json
-import math
-import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Hashable
 
-import numpy as np
 import torch
+from transformers.trainer_callback import ExportableState, TrainerCallback
 
-from ..core import matching
-from ..core import optimization as optim
-from ..core.card_data import EXCLUDED_TRAINING_ARGS, infer_dataset_name
+from ..core.card_data import infer_dataset_name
 from ..core.episodes import EpisodeSampler
-from ..core.modeling import MatchingNetwork
+from ..core.modeling import MatchingNetwork, tokenize_chunks
 from ..core.optimization import OptimizationArguments, TrainOutput, is_int
+from ..core.trainer_base import MatchingTrainerBase
 from ..data.loading import as_text_label_lists
 from ..errors import TextMatchError
-from ..files import AtomicFile
+from .fewshot import evaluate_episodes
+
+BEST_WEIGHTS_NAME = "best_model.safetensors"  # in a checkpoint-N folder: the best weights so far
 
 
 @dataclass
 class TrainingArguments(OptimizationArguments):
-    """Settings of episodic training (the optimizer's are shared with retrieval training, see
-    `OptimizationArguments`). n_way / k_shot / q_query left at None are chosen from the data by
-    `episode_shape`: n_way = min(64, classes) and about 128 texts per episode (64-way 1 + 1 for
-    77 classes, 12-way 5 + 5 for 12 classes of 10); values given explicitly are checked against
-    the data."""
+    """Settings of episodic training: Hugging Face's TrainingArguments (see
+    `OptimizationArguments` for textmatch's defaults) and these fields.
+
+    num_episodes: optimizer steps (it sets Hugging Face's max_steps).
+    n_way / k_shot / q_query: the episode shape; left at None they are chosen from the data by
+        `episode_shape`: n_way = min(64, classes) and about 128 texts per episode (64-way 1 + 1
+        for 77 classes, 12-way 5 + 5 for 12 classes of 10); values given are checked against
+        the data.
+    per_device_train_batch_size: episodes per step and process (default 1); their losses are
+        averaged.
+    label_smoothing_factor: label smoothing of the matching NLL (Hugging Face's field).
+    eval_steps: validate every this many steps when the trainer has an eval_dataset.
+    eval_episodes: validation episodes per validation (fixed: the same episodes every time).
+    early_stopping_patience: stop after this many validations without a new best accuracy
+        (None: never stop early).
+    keep_best_model: at the end, restore the weights of the best validation (kept in memory;
+        Hugging Face's load_best_model_at_end would need checkpoint folders).
+    fit_support_at_end: store the training data as the model's support set after training.
+    """
 
     num_episodes: int = 150
     n_way: int | None = None
     k_shot: int | None = None
     q_query: int | None = None
-    label_smoothing: float = 0.0
-    eval_steps: int = 25
+    per_device_train_batch_size: int = 1
+    eval_steps: float | None = 25
     eval_episodes: int = 50
     early_stopping_patience: int | None = 4
-    load_best_model_at_end: bool = True
+    keep_best_model: bool = True
     fit_support_at_end: bool = True
-    batch_size: int = 64
 
     def __post_init__(self) -> None:
         def optional_int(value: Any, low: int) -> bool:
@@ -61,13 +77,22 @@ class TrainingArguments(OptimizationArguments):
             ("n_way", optional_int(self.n_way, 2), "an integer >= 2 or None"),
             ("k_shot", optional_int(self.k_shot, 1), "an integer >= 1 or None"),
             ("q_query", optional_int(self.q_query, 1), "an integer >= 1 or None"),
-            ("label_smoothing", 0 <= self.label_smoothing < 1, "in [0, 1)"),
+            ("label_smoothing_factor", 0 <= self.label_smoothing_factor < 1, "in [0, 1)"),
             ("eval_steps", is_int(self.eval_steps) and self.eval_steps >= 1, "an integer >= 1"),
             ("eval_episodes", is_int(self.eval_episodes) and self.eval_episodes >= 1, "an integer >= 1"),
             ("early_stopping_patience", optional_int(self.early_stopping_patience, 1), "an integer >= 1 or None"),
-            ("batch_size", is_int(self.batch_size) and self.batch_size >= 1, "an integer >= 1"),
+            ("per_device_train_batch_size", is_int(self.per_device_train_batch_size) and self.per_device_train_batch_size >= 1, "an integer >= 1"),
         ])
+        if self.max_steps not in (-1, self.num_episodes):
+            raise TextMatchError(
+                f"TrainingArguments: set the number of steps with num_episodes (got max_steps={self.max_steps} "
+                f"and num_episodes={self.num_episodes})"
+            )
+        self.max_steps = self.num_episodes
+        super().__post_init__()
 
+
+RECIPE_FIELDS = ("num_episodes", "n_way", "k_shot", "q_query", "label_smoothing_factor", "head_learning_rate")
 
 MAX_WAY = 64  # classes per episode by default, at most
 EPISODE_TEXTS = 128  # texts per episode the default shape aims at (support + query)
@@ -105,13 +130,125 @@ def episode_shape(labels: list[Hashable], n_way: int | None, k_shot: int | None,
     return n_way, k_shot, q_query
 
 
-class Trainer:
-    """Episodic trainer, named and shaped like setfit's / transformers' Trainer.
+class EpisodeDataset(torch.utils.data.Dataset):
+    """Item i = episode i of the sampler (it depends only on the sampler's seed and i)."""
+
+    def __init__(self, sampler: EpisodeSampler, length: int) -> None:
+        self.sampler = sampler
+        self.length = length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> Any:
+        return self.sampler.episode(index)
+
+
+class EpisodeCollator:
+    """Tokenises a list of episodes: support texts with g's tokenizer, queries with f's, each
+    sorted by length and cut into chunks of `encode_batch_size` (as MatchingNetwork.embed does)."""
+
+    def __init__(self, model: MatchingNetwork, encode_batch_size: int, label_smoothing: float = 0.0) -> None:
+        self.support_encoder = model.support_encoder
+        self.query_encoder = model.query_encoder
+        self.encode_batch_size = encode_batch_size
+        self.label_smoothing = label_smoothing
+
+    def __call__(self, episodes: list[Any]) -> dict[str, Any]:
+        """-> the keyword arguments of MatchingNetwork.forward (objectives.episodic_loss)."""
+        return {"objective": "episodes", "label_smoothing": self.label_smoothing, "episodes": [
+            {
+                "support": tokenize_chunks(self.support_encoder, e.support_texts, self.encode_batch_size),
+                "query": tokenize_chunks(self.query_encoder, e.query_texts, self.encode_batch_size),
+                "support_labels": torch.tensor(e.support_labels, dtype=torch.long),  # (n_way * k,)
+                "query_labels": torch.tensor(e.query_labels, dtype=torch.long),  # (n_way * q,)
+                "n_way": e.n_way,
+            }
+            for e in episodes
+        ]}
+
+
+class EpisodicEarlyStoppingCallback(TrainerCallback, ExportableState):
+    """Tracks the best validation accuracy: keeps its weights in memory (and, when checkpoints
+    are written, in each checkpoint as best_model.safetensors, so a resumed run knows them),
+    stops after `patience` validations without a new best, and at the end restores the best
+    weights when `keep_best`."""
+
+    def __init__(self, model: MatchingNetwork, patience: int | None, keep_best: bool) -> None:
+        self.model = model
+        self.patience = patience
+        self.keep_best = keep_best
+        self.best_metric: float | None = None
+        self.best_step: int | None = None
+        self.bad_evals = 0
+        self.best_state: dict[str, torch.Tensor] | None = None
+
+    def state(self) -> dict[str, Any]:
+        return {"args": {"patience": self.patience, "keep_best": self.keep_best},
+                "attributes": {"best_metric": self.best_metric, "best_step": self.best_step, "bad_evals": self.bad_evals}}
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.best_metric, self.best_step, self.bad_evals, self.best_state = None, None, 0, None
+        saved = state.stateful_callbacks.get(type(self).__name__) if state.global_step > 0 else None
+        if isinstance(saved, dict) and saved.get("attributes"):  # resumed from a checkpoint
+            attrs = saved["attributes"]
+            self.best_metric, self.best_step, self.bad_evals = attrs["best_metric"], attrs["best_step"], attrs["bad_evals"]
+            best_file = Path(args.output_dir) / f"checkpoint-{state.global_step}" / BEST_WEIGHTS_NAME
+            if self.best_step is not None and best_file.is_file():
+                current = self.model.weights_state()
+                self.model.load_weights(best_file)
+                self.best_state = {k: v.clone() for k, v in self.model.state_dict().items()}
+                self.model.load_state_dict(_on(current, self.model), strict=False)
+
+    def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        accuracy = (metrics or {}).get("eval_accuracy")
+        if accuracy is None:
+            return
+        if self.best_metric is None or accuracy > self.best_metric:
+            self.best_metric, self.best_step, self.bad_evals = accuracy, state.global_step, 0
+            self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+        else:
+            self.bad_evals += 1
+            if self.patience is not None and self.bad_evals >= self.patience:
+                control.should_training_stop = True
+
+    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.best_state is None or not state.is_world_process_zero:
+            return
+        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if folder.is_dir():
+            current = self.model.weights_state()
+            self.model.load_state_dict(_on(self.best_state, self.model))
+            try:
+                self.model.save_weights(folder / BEST_WEIGHTS_NAME)
+            finally:
+                self.model.load_state_dict(_on(current, self.model), strict=False)
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.keep_best and self.best_state is not None:
+            self.model.load_state_dict(_on(self.best_state, self.model))
+
+
+def _on(state: dict[str, torch.Tensor], model: MatchingNetwork) -> dict[str, torch.Tensor]:
+    """A state dict moved to the model's device (shared encoder keys expanded when missing)."""
+    out = {k: v.to(model.device) for k, v in state.items()}
+    if model.config.share_weights:
+        for k, v in list(out.items()):
+            if k.startswith("query_encoder."):
+                out.setdefault("support_encoder." + k[len("query_encoder."):], v)
+    return out
+
+
+class Trainer(MatchingTrainerBase):
+    """Episodic trainer on Hugging Face's Trainer, named and shaped like setfit's.
 
     train_dataset / eval_dataset: `datasets.Dataset` with text and label columns, or
     (texts, labels) pairs. train_dataset_name: what the model card names the training data
     (default: a Hub dataset's own name, from `train_dataset.info.dataset_name`).
+    callbacks: more Hugging Face TrainerCallbacks.
     """
+
+    progress_unit = "episode"
 
     def __init__(
         self,
@@ -122,157 +259,74 @@ class Trainer:
         text_column: str = "text",
         label_column: str = "label",
         train_dataset_name: str | None = None,
+        callbacks: list[TrainerCallback] | None = None,
     ) -> None:
         if not isinstance(model, MatchingNetwork):
             raise TextMatchError(f"Trainer needs a MatchingNetwork, got {type(model).__name__}")
         if train_dataset is None:
             raise TextMatchError("Trainer needs a train_dataset (a datasets.Dataset or a (texts, labels) pair)")
-        self.model = model
-        self.args = args or TrainingArguments()
+        args = args if args is not None else TrainingArguments()
+        if not isinstance(args, TrainingArguments):
+            raise TextMatchError(f"Trainer needs textmatch.TrainingArguments, got {type(args).__name__}")
         self.train_texts, self.train_labels = as_text_label_lists(train_dataset, text_column, label_column)
-        n_way, k_shot, q_query = episode_shape(self.train_labels, self.args.n_way, self.args.k_shot, self.args.q_query)
-        self.train_sampler = EpisodeSampler((self.train_texts, self.train_labels), n_way, k_shot, q_query, seed=self.args.seed)
-        self.eval_sampler: EpisodeSampler | None = None
+        n_way, k_shot, q_query = episode_shape(self.train_labels, args.n_way, args.k_shot, args.q_query)
+        self.train_sampler = EpisodeSampler((self.train_texts, self.train_labels), n_way, k_shot, q_query, seed=args.seed)
+        self.eval_data: tuple[list[str], list[Hashable]] | None = None
+        self.eval_shape: tuple[int, int, int] | None = None
         if eval_dataset is not None:
-            eval_texts, eval_labels = as_text_label_lists(eval_dataset, text_column, label_column)
-            e_way, e_k, e_q = episode_shape(eval_labels, None, self.args.k_shot, self.args.q_query)
-            self.eval_sampler = EpisodeSampler(
-                (eval_texts, eval_labels), min(n_way, e_way), e_k, e_q, seed=self.args.seed + 1_000_003
-            )
-        self.log_history: list[dict[str, Any]] = []
-        self.train_dataset_name = train_dataset_name or infer_dataset_name(train_dataset)
+            self.eval_data = as_text_label_lists(eval_dataset, text_column, label_column)
+            e_way, e_k, e_q = episode_shape(self.eval_data[1], None, args.k_shot, args.q_query)
+            self.eval_shape = (min(n_way, e_way), e_k, e_q)
+            EpisodeSampler(self.eval_data, *self.eval_shape, seed=args.seed)  # the validation data fits its shape
+        own = self.own_copy(args, eval_strategy="steps" if self.eval_data is not None else "no")
+        per_step = own.per_device_train_batch_size * own.gradient_accumulation_steps * own.world_size
+        card_args = own.recipe(RECIPE_FIELDS)
+        card_args.update(n_way=n_way, k_shot=k_shot, q_query=q_query)
+        self.early_stopping = EpisodicEarlyStoppingCallback(model, own.early_stopping_patience, own.keep_best_model)
+        super().__init__(
+            model,
+            own,
+            EpisodeDataset(self.train_sampler, own.num_episodes * per_step),
+            EpisodeCollator(model, own.encode_batch_size, own.label_smoothing_factor),
+            card_args,
+            eval_dataset=self.eval_data,
+            dataset_name=train_dataset_name or infer_dataset_name(train_dataset),
+            callbacks=[self.early_stopping, *(callbacks or [])],
+        )
 
     # -- evaluation -------------------------------------------------------------------------
-    def evaluate(self, num_episodes: int | None = None) -> dict[str, float]:
-        """Mean query accuracy and loss over fixed validation episodes, with a 95% CI."""
-        if self.eval_sampler is None:
+    def evaluate(self, eval_dataset: Any = None, ignore_keys: Any = None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        """Mean query accuracy and loss over `args.eval_episodes` fixed validation episodes,
+        with a 95% CI (`fewshot.evaluate_episodes`: each validation text is encoded once)."""
+        if self.eval_data is None or self.eval_shape is None:
             raise TextMatchError("no eval_dataset was given to the Trainer")
-        n = num_episodes or self.args.eval_episodes
-        accs, losses = [], []
-        was_training = self.model.training
-        self.model.eval()
-        with torch.inference_mode():
-            for episode in self.eval_sampler.episodes(n):
-                log_probs = self.model.episode_log_probs(episode, self.args.batch_size)
-                targets = torch.tensor(episode.query_labels, device=self.model.device)
-                losses.append(float(matching.matching_nll(log_probs, targets)))
-                accs.append(float((log_probs.argmax(-1) == targets).float().mean()))
-        self.model.train(was_training)
-        acc = np.asarray(accs)
-        ci = 1.96 * acc.std(ddof=1) / math.sqrt(len(acc)) if len(acc) > 1 else 0.0
-        return {"eval_accuracy": float(acc.mean()), "eval_accuracy_ci95": float(ci), "eval_loss": float(np.mean(losses))}
+        n_way, k_shot, q_query = self.eval_shape
+        result = evaluate_episodes(
+            self.matching_model, self.eval_data, n_way, k_shot, q_query,
+            num_episodes=self.args.eval_episodes, seed=self.args.seed + 1_000_003, batch_size=self.args.encode_batch_size,
+        )
+        metrics = {
+            f"{metric_key_prefix}_accuracy": result.accuracy,
+            f"{metric_key_prefix}_accuracy_ci95": result.ci95,
+            f"{metric_key_prefix}_loss": result.loss,
+        }
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
 
     # -- training ---------------------------------------------------------------------------
-    def _record_model_card(self) -> None:
-        """Training arguments (n_way / k_shot / q_query as used) and the dataset name go on the
-        model card; evaluation results of the weights before training no longer hold."""
-        card = self.model.model_card_data
-        training_args = {k: v for k, v in self.args.to_dict().items() if k not in EXCLUDED_TRAINING_ARGS}
-        for name in ("n_way", "k_shot", "q_query"):
-            training_args[name] = getattr(self.train_sampler, name)
-        card.training_args = training_args
-        card.eval_results = []
-        if self.train_dataset_name:
-            card.train_dataset_name = self.train_dataset_name
+    def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs: Any) -> TrainOutput:  # type: ignore[override]
+        """Train; resume_from_checkpoint: True for the last checkpoint-N of output_dir, or a
+        checkpoint folder (trusted local state: never one you downloaded)."""
+        if kwargs:
+            raise TextMatchError(f"Trainer.train takes resume_from_checkpoint only, got {sorted(kwargs)}")
+        self.matching_model.train()
+        output, runtime = self.run(resume_from_checkpoint)
+        if self.args.fit_support_at_end:
+            self.matching_model.fit(self.train_texts, self.train_labels, batch_size=self.args.encode_batch_size)
+        es = self.early_stopping
+        return self.train_output(output, runtime, es.best_metric, es.best_step)
 
-    def train(self) -> TrainOutput:
-        args = self.args
-        optim.set_seed(args.seed)
-        device = optim.resolve_device(args.device)
-        self._record_model_card()
-        self.model.to(device)
-        self.model.train()
-        optimizer = optim.make_optimizer(self.model, args.learning_rate, args.head_learning_rate, args.weight_decay)
-        scheduler = optim.linear_warmup_decay(optimizer, args.num_episodes, args.warmup_ratio)
-        log_file = None
-        completed = False
-        if args.output_dir:
-            # the log replaces the previous run's only when this run completes (textmatch.files)
-            log_file = AtomicFile(Path(args.output_dir) / "training_log.jsonl")
-
-        from tqdm.auto import tqdm
-
-        bar = tqdm(
-            total=args.num_episodes, desc="Training", unit="episode", disable=not args.show_progress_bar, file=sys.stderr
-        )
-        best_metric: float | None = None
-        best_step: int | None = None
-        best_state: dict[str, torch.Tensor] | None = None
-        bad_evals = 0
-        running_loss = running_acc = 0.0
-        total_loss = 0.0
-        step = 0
-        start = time.perf_counter()
-        try:
-            for step in range(1, args.num_episodes + 1):
-                episode = self.train_sampler.episode(step - 1)
-                log_probs = self.model.episode_log_probs(episode, args.batch_size)  # (n_query, n_way)
-                targets = torch.tensor(episode.query_labels, device=device)
-                loss = matching.matching_nll(log_probs, targets, args.label_smoothing)
-                grad_norm = optim.optimizer_step(loss, self.model.parameters(), optimizer, scheduler, args.max_grad_norm)
-
-                loss_value = float(loss.detach())
-                acc = float((log_probs.detach().argmax(-1) == targets).float().mean())
-                total_loss += loss_value
-                beta = 0.9 if step > 1 else 0.0
-                running_loss = beta * running_loss + (1 - beta) * loss_value
-                running_acc = beta * running_acc + (1 - beta) * acc
-                record: dict[str, Any] = {
-                    "step": step,
-                    "loss": round(loss_value, 6),
-                    "accuracy": round(acc, 6),
-                    "learning_rate": scheduler.get_last_lr()[0],
-                    "grad_norm": round(float(grad_norm), 6),
-                    "temperature": round(float(self.model.temperature.detach()), 6),
-                }
-                bar.update(1)
-                bar.set_postfix(loss=f"{running_loss:.3f}", acc=f"{running_acc:.3f}")
-
-                stop = False
-                if self.eval_sampler is not None and (step % args.eval_steps == 0 or step == args.num_episodes):
-                    metrics = self.evaluate()
-                    record.update(metrics)
-                    bar.write(
-                        f"step {step}: eval_accuracy {metrics['eval_accuracy']:.4f} "
-                        f"(± {metrics['eval_accuracy_ci95']:.4f}), eval_loss {metrics['eval_loss']:.4f}",
-                        file=sys.stderr,
-                    )
-                    if best_metric is None or metrics["eval_accuracy"] > best_metric:
-                        best_metric, best_step, bad_evals = metrics["eval_accuracy"], step, 0
-                        best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
-                    else:
-                        bad_evals += 1
-                        if args.early_stopping_patience is not None and bad_evals >= args.early_stopping_patience:
-                            record["early_stopped"] = True
-                            stop = True
-                self.log_history.append(record)
-                if log_file is not None:
-                    log_file.write(json.dumps(record) + "\n")
-                    log_file.flush()
-                if stop:
-                    bar.write(f"early stopping at step {step}: no improvement in {bad_evals} evaluations", file=sys.stderr)
-                    break
-            completed = True
-        finally:
-            bar.close()
-            if log_file is not None:
-                log_file.commit() if completed else log_file.discard()
-
-        if best_state is not None and args.load_best_model_at_end:
-            self.model.load_state_dict(best_state)
-        self.model.eval()
-        self.model.reset_backend()  # the weights changed: ONNX exports are redone on next use
-        if args.fit_support_at_end:
-            self.model.fit(self.train_texts, self.train_labels, batch_size=args.batch_size)
-        return TrainOutput(
-            global_step=step,
-            training_loss=total_loss / max(1, step),
-            best_metric=best_metric,
-            best_step=best_step,
-            train_runtime=time.perf_counter() - start,
-            log_history=copy.deepcopy(self.log_history),
-        )
-
-    def push_to_hub(self, repo_id: str, **kwargs: Any) -> Any:
+    def push_to_hub(self, repo_id: str, **kwargs: Any) -> Any:  # type: ignore[override]
         """Upload the trained model (with its model card) to the Hub: MatchingNetwork.push_to_hub."""
-        return self.model.push_to_hub(repo_id, **kwargs)
+        return self.matching_model.push_to_hub(repo_id, **kwargs)

@@ -31,7 +31,13 @@ from ..data.validation import (
     validate_texts,
 )
 from ..errors import TextMatchError
-from ..files import check_target, files_under, read_consistent, write_folder
+from ..files import (
+    atomic_path,
+    check_target,
+    files_under,
+    read_consistent,
+    write_folder,
+)
 from ..hub.resolution import DEFAULT_MODEL, require_safetensors, resolve_model
 from . import matching
 from .card_data import ModelCardData
@@ -128,6 +134,21 @@ class SupportView(NamedTuple):
     classes: list[Hashable]
     emb: torch.Tensor  # g(S), (n_support, dim)
     label_ids: torch.Tensor  # (n_support,)
+
+
+def tokenize_chunks(encoder: Encoder, texts: Sequence[str], batch_size: int) -> dict[str, Any]:
+    """`texts` sorted by length and tokenised in chunks of `batch_size`, each chunk padded to
+    its own longest text: {"order": (n,) input index of each sorted position, "batches": [features]}.
+    `MatchingNetwork.embed_tokenized` encodes them; the split lets a collator tokenise."""
+    if not is_batch_size(batch_size):
+        raise TextMatchError(f"batch_size must be at least 1, got {batch_size}")
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    batches = [encoder.tokenize([texts[i] for i in order[start : start + batch_size]]) for start in range(0, len(texts), batch_size)]
+    return {"order": torch.tensor(order, dtype=torch.long), "batches": batches}
+
+
+def is_batch_size(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 1
 
 
 class MatchingNetwork(nn.Module):
@@ -290,8 +311,6 @@ class MatchingNetwork(nn.Module):
 
     @classmethod
     def _from_saved(cls, folder: Path, saved: dict[str, Any], overrides: dict[str, Any]) -> "MatchingNetwork":
-        from safetensors.torch import load_file
-
         version = saved.get("format_version")
         if not isinstance(version, int) or version > FORMAT_VERSION or version < 1:
             raise TextMatchError(
@@ -321,24 +340,7 @@ class MatchingNetwork(nn.Module):
         except TextMatchError as exc:
             warnings.warn(f"{folder / CONFIG_NAME}: ignoring its model card data ({exc})", stacklevel=3)
 
-        weights = require_safetensors(folder, WEIGHTS_NAME)
-        try:
-            state = load_file(str(weights))
-        except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
-            raise TextMatchError(
-                f"{weights} is corrupt or truncated ({type(exc).__name__}: {exc}); download or save the model again"
-            ) from None
-        if "temperature" in overrides:  # an explicit temperature= overrides the saved one
-            state["log_temperature"] = model.log_temperature.detach().clone()
-        state.setdefault("log_temperature", model.log_temperature.detach().clone())
-        try:
-            model.load_state_dict(_expand_shared(state, model), strict=True)
-        except RuntimeError as exc:
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise TextMatchError(
-                f"{weights} does not match the architecture in {CONFIG_NAME} ({first}); save the model again"
-            ) from None
-
+        model.load_weights(require_safetensors(folder, WEIGHTS_NAME), keep_temperature="temperature" in overrides)
         support_file = folder / SUPPORT_NAME
         if support_file.is_file():
             texts, labels = _read_support_file(support_file)
@@ -361,25 +363,25 @@ class MatchingNetwork(nn.Module):
         Gradients flow when grad mode is on (training); callers wrap inference in
         torch.inference_mode.
         """
-        if batch_size < 1:
-            raise TextMatchError(f"batch_size must be at least 1, got {batch_size}")
-        if len(texts) == 0:
+        return self.embed_tokenized(encoder, tokenize_chunks(encoder, texts, batch_size), show_progress_bar)
+
+    def embed_tokenized(self, encoder: Encoder, chunks: dict[str, Any], show_progress_bar: bool = False) -> torch.Tensor:
+        """Base embeddings of texts tokenised by `tokenize_chunks` (e.g. in a training
+        collator): each chunk through the encoder, then back in input order. (n, dim)"""
+        order: torch.Tensor = chunks["order"]  # (n,) input index of each length-sorted position
+        if len(order) == 0:
             return torch.zeros(0, encoder.dim, device=self.device)
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         forward = self._forward_for(encoder)
-        chunks = []
-        starts = range(0, len(texts), batch_size)
+        batches = chunks["batches"]
         if show_progress_bar:
             from tqdm.auto import tqdm
 
-            starts = tqdm(starts, desc="Encoding", unit="batch")
-        for start in starts:
-            batch = [texts[i] for i in order[start : start + batch_size]]
-            features = {k: v.to(self.device) for k, v in encoder.tokenize(batch).items()}
-            chunks.append(forward(features).to(self.device))  # (batch, dim)
-        emb = torch.cat(chunks)  # (n, dim), in length order
-        inverse = torch.empty(len(order), dtype=torch.long, device=emb.device)
-        inverse[torch.tensor(order, device=emb.device)] = torch.arange(len(order), device=emb.device)
+            batches = tqdm(batches, desc="Encoding", unit="batch")
+        parts = [forward({k: v.to(self.device) for k, v in features.items()}).to(self.device) for features in batches]
+        emb = torch.cat(parts)  # (n, dim), in length order
+        order = order.to(emb.device)
+        inverse = torch.empty_like(order)
+        inverse[order] = torch.arange(len(order), device=emb.device)
         return emb[inverse]  # (n, dim), in input order
 
     def support_embeddings(self, base: torch.Tensor) -> torch.Tensor:
@@ -401,6 +403,17 @@ class MatchingNetwork(nn.Module):
             metric=self.config.metric,  # type: ignore[arg-type]
             aggregation=self.config.aggregation,  # type: ignore[arg-type]
         )
+
+    def forward(self, objective: str, **batch: Any) -> dict[str, torch.Tensor]:
+        """The training loss of one collated batch (textmatch.core.objectives): objective
+        "episodes" (eq. 1 over N-way K-shot episodes) or "retrieval" (eq. 2 over a batch's
+        documents). One call per step, so DDP sees one forward per backward. Returns
+        {"loss", "logits", "targets"}."""
+        from .objectives import OBJECTIVES
+
+        if objective not in OBJECTIVES:
+            raise TextMatchError(f"unknown training objective {objective!r}; choose one of {sorted(OBJECTIVES)}")
+        return OBJECTIVES[objective](self, **batch)
 
     def episode_log_probs(self, episode: Any, batch_size: int = 64) -> torch.Tensor:
         """Eq. 1 on one episode's queries, with gradients: (n_query, n_way)."""
@@ -623,10 +636,8 @@ class MatchingNetwork(nn.Module):
             self.query_encoder.save(tmp / "query_encoder")
             if not self.config.share_weights:
                 self.support_encoder.save(tmp / "support_encoder")
-            state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items() if not _is_shared_key(k, self)}
-            # one metadata key: safetensors writes several in no fixed order, and byte-identical
-            # files for identical weights keep Hub uploads deduplicated and diffs honest
-            save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
+            # one metadata key (see save_weights)
+            save_file(self.weights_state(), str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
             if self._support_base is not None:
                 support = {"texts": self.support_texts, "labels": [_jsonable(y) for y in self.support_labels]}
                 (tmp / SUPPORT_NAME).write_text(json.dumps(support, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -635,6 +646,43 @@ class MatchingNetwork(nn.Module):
             if writer is not None:
                 (tmp / MODEL_CARD_NAME).write_text(writer(self, str(save_directory)), encoding="utf-8")
         return Path(save_directory).expanduser().resolve()
+
+    def weights_state(self) -> dict[str, torch.Tensor]:
+        """The weights as saved: CPU tensors, shared encoder weights once (under query_encoder.)."""
+        return {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items() if not _is_shared_key(k, self)}
+
+    def save_weights(self, path: str | os.PathLike) -> None:
+        """Write `weights_state()` to one safetensors file, atomically (textmatch.files)."""
+        from safetensors.torch import save_file
+
+        with atomic_path(path) as tmp:
+            # one metadata key: safetensors writes several in no fixed order, and byte-identical
+            # files for identical weights keep Hub uploads deduplicated and diffs honest
+            save_file(self.weights_state(), str(tmp), metadata={"format": "pt"})
+
+    def load_weights(self, path: str | os.PathLike, keep_temperature: bool = False) -> None:
+        """Load a safetensors file written by `save_weights` (or a model folder's weights) into
+        this model, strictly: a file for another architecture is an error, not a partial load.
+        keep_temperature: keep this model's tau (an explicit temperature= override)."""
+        from safetensors.torch import load_file
+
+        try:
+            state = load_file(str(path))
+        except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
+            raise TextMatchError(
+                f"{path} is corrupt or truncated ({type(exc).__name__}: {exc}); download or save the model again"
+            ) from None
+        if keep_temperature:
+            state["log_temperature"] = self.log_temperature.detach().clone()
+        state.setdefault("log_temperature", self.log_temperature.detach().clone())
+        try:
+            self.load_state_dict(_expand_shared(state, self), strict=True)
+        except RuntimeError as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise TextMatchError(
+                f"{path} does not match this model's architecture ({first}); save the model again"
+            ) from None
+        self.reset_backend()  # the weights changed: ONNX exports are redone on next use
 
     def check_save_directory(self, save_directory: str | os.PathLike) -> None:
         """Raise now the error `save_pretrained(save_directory)` would meet (a file in the way
