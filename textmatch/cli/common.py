@@ -52,6 +52,63 @@ def add_runtime(p: argparse.ArgumentParser, inference: bool = True) -> None:
         p.add_argument("--threads", type=int, default=None, help="CPU threads for inference (default: all cores)")
 
 
+def add_training_runtime(p: argparse.ArgumentParser) -> None:
+    """Flags both kinds of `textmatch train` share: the run folder, checkpoints and resume,
+    mixed precision and gradient accumulation (Hugging Face TrainingArguments underneath)."""
+    p.add_argument("--run-dir", default=None,
+                   help="run folder: training_log.jsonl and, with --save-steps, resume checkpoints "
+                        "(default: OUTPUT.run next to the model folder; never inside it)")
+    p.add_argument("--save-steps", type=int, default=None,
+                   help="write a resume checkpoint every N steps into --run-dir (optimizer, scheduler and RNG "
+                        "state pickled by torch: trusted local state, never pushed; default: none)")
+    p.add_argument("--save-total-limit", type=int, default=2, help="checkpoints kept in --run-dir (default: 2)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the last checkpoint in --run-dir (written by --save-steps on this machine)")
+    p.add_argument("--gradient-accumulation-steps", type=int, default=1,
+                   help="batches (episodes) per optimizer step and process (default: 1)")
+    p.add_argument("--mixed-precision", default="no", choices=("no", "fp16", "bf16"),
+                   help="autocast the forward pass on a GPU (default: no)")
+
+
+def training_runtime(args: argparse.Namespace) -> dict[str, Any]:
+    """TrainingArguments fields set by the shared training flags (see add_training_runtime)."""
+    from pathlib import Path
+
+    from ..core.optimization import cpu_flag
+
+    output = Path(args.output).expanduser().resolve()
+    run_dir = Path(args.run_dir).expanduser().resolve() if args.run_dir else output.with_name(output.name + ".run")
+    if run_dir == output or output in run_dir.parents:
+        raise TextMatchError(
+            f"--run-dir {run_dir} is inside the model folder {output}: checkpoints hold pickled trainer state "
+            "and must stay out of a folder you share; choose another --run-dir"
+        )
+    for flag, value, low in (("--save-steps", args.save_steps, 1), ("--save-total-limit", args.save_total_limit, 1),
+                             ("--gradient-accumulation-steps", args.gradient_accumulation_steps, 1)):
+        if value is not None and value < low:
+            raise TextMatchError(f"{flag} must be at least {low}, got {value}")
+    if args.resume:
+        from ..hub.resolution import is_in_hub_cache
+
+        if is_in_hub_cache(run_dir):
+            raise TextMatchError(f"--run-dir {run_dir} is in the Hugging Face download cache: resume state is loaded "
+                                 "only from checkpoints this machine wrote")
+        if not run_dir.is_dir():
+            raise TextMatchError(f"--resume: the run folder {run_dir} does not exist (train with --save-steps N first)")
+    return {
+        "output_dir": str(run_dir),
+        "encode_batch_size": args.batch_size,
+        "use_cpu": cpu_flag(args.device),
+        "show_progress_bar": not args.no_progress,
+        "save_strategy": "steps" if args.save_steps else "no",
+        "save_steps": args.save_steps or 500,
+        "save_total_limit": args.save_total_limit,
+        "gradient_accumulation_steps": args.gradient_accumulation_steps,
+        "fp16": args.mixed_precision == "fp16",
+        "bf16": args.mixed_precision == "bf16",
+    }
+
+
 def quiet_libraries() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")

@@ -31,6 +31,7 @@ from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from transformers.trainer_utils import get_last_checkpoint
 
 from ..errors import TextMatchError
+from ..hub.resolution import is_in_hub_cache
 from .callbacks import JsonlLogCallback, ModelCardCallback, ProgressBarCallback
 from .modeling import WEIGHTS_NAME, MatchingNetwork
 from .optimization import OptimizationArguments, TrainOutput, parameter_groups
@@ -157,8 +158,13 @@ class MatchingTrainerBase(transformers.Trainer):
         local checkpoint holding trainer_state.json; None/False: start afresh."""
         if resume_from_checkpoint in (None, False):
             return None
+        folder = Path(self.args.output_dir if resume_from_checkpoint is True else resume_from_checkpoint)  # type: ignore[arg-type]
+        if is_in_hub_cache(folder):
+            raise TextMatchError(
+                f"{folder} is in the Hugging Face download cache: resume state (pickled by torch) is loaded only "
+                "from checkpoints this machine wrote"
+            )
         if resume_from_checkpoint is True:
-            folder = Path(self.args.output_dir)
             last = get_last_checkpoint(str(folder)) if folder.is_dir() else None
             if last is None:
                 raise TextMatchError(
@@ -166,7 +172,6 @@ class MatchingTrainerBase(transformers.Trainer):
                     "save_strategy='steps' and save_steps, i.e. textmatch train --save-steps N)"
                 )
             return last
-        folder = Path(resume_from_checkpoint)
         if not (folder / TRAINER_STATE_NAME).is_file():
             raise TextMatchError(f"{folder} is not a training checkpoint (it has no {TRAINER_STATE_NAME})")
         return str(folder)

@@ -122,3 +122,13 @@ def require_safetensors(folder: Path, filename: str = "model.safetensors", allow
             "you trust the source, pass allow_pickle=True"
         )
     raise TextMatchError(f"{folder} has no {filename}: the model folder is incomplete; save or download it again")
+
+
+def is_in_hub_cache(path: str | Path) -> bool:
+    """True when `path` lies in the Hugging Face download cache (HF_HUB_CACHE): a downloaded
+    folder, from which textmatch never loads trainer resume state."""
+    from huggingface_hub import constants
+
+    path = Path(path).expanduser().resolve()
+    cache = Path(constants.HF_HUB_CACHE).expanduser().resolve()
+    return path == cache or cache in path.parents
