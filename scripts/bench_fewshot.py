@@ -249,7 +249,7 @@ def run_method(
         targs = training_args(ctx, seed)
         Trainer(model, targs, train_dataset=(support.texts, support.labels)).train()
         info["config"] = {"base": base, **config, **{k: v for k, v in targs.to_dict().items() if k in (
-            "num_episodes", "learning_rate", "label_smoothing", "seed", "n_way", "k_shot", "q_query")}}
+            "num_episodes", "learning_rate", "label_smoothing_factor", "seed", "n_way", "k_shot", "q_query")}}
     info["train_s"] = round(time.perf_counter() - t0, 2)
     out = {}
     classes = [str(c) for c in model.classes_]

@@ -55,7 +55,7 @@ class MatchingNetworkClassifier(ClassifierMixin, BaseEstimator):
             args = TrainingArguments(
                 num_episodes=self.num_episodes,
                 learning_rate=self.learning_rate,
-                batch_size=self.batch_size,
+                encode_batch_size=self.batch_size,
                 seed=self.seed,
                 show_progress_bar=False,
             )

@@ -18,10 +18,12 @@ from .common import (
     MODEL_HELP,
     add_data_columns,
     add_runtime,
+    add_training_runtime,
     emit_json,
     load_model,
     read_labelled,
     read_lines_or,
+    training_runtime,
     with_support,
 )
 
@@ -83,6 +85,7 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--valid", help="validation examples (same classes, or other classes for meta-training): "
                                    "enables best-checkpoint keeping and early stopping")
     p.add_argument("--output", required=True, help="folder to save the trained model in")
+    add_training_runtime(p)
     for flag, field, kind, text in TRAINING_FLAGS:
         p.add_argument(flag, dest=field, type=kind, default=None, help=text)
     p.add_argument("--temperature", type=float, default=None, help="softmax temperature tau (default: 0.05)")
@@ -189,20 +192,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     valid = read_labelled(args.valid, args, "valid") if args.valid else None
     given = {field: getattr(args, field) for _, field, _, _ in TRAINING_FLAGS if field != "max_steps"}
-    training_args = TrainingArguments(
-        output_dir=args.output,
-        batch_size=args.batch_size,
-        device=args.device or "auto",
-        show_progress_bar=not args.no_progress,
-        **{k: v for k, v in given.items() if v is not None},
-    )
+    training_args = TrainingArguments(**training_runtime(args), **{k: v for k, v in given.items() if v is not None})
     model = load_model(args, **overrides)
     model.check_save_directory(args.output)  # fail now, not after training
     trainer = Trainer(model, training_args, train_dataset=train, eval_dataset=valid, train_dataset_name=args.dataset)
-    result = trainer.train()
+    result = trainer.train(resume_from_checkpoint=True if args.resume else None)
+    if not trainer.is_world_process_zero():  # under torchrun / accelerate launch the main process saves and reports
+        return EXIT_OK
     model.save_pretrained(args.output)
     summary = {
         "output": args.output,
+        "run_dir": training_args.output_dir,
         "episodes": result.global_step,
         "training_loss": result.training_loss,
         "best_eval_accuracy": result.best_metric,
@@ -210,7 +210,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         "train_seconds": round(result.train_runtime, 1),
         "n_support": len(model.support_texts),
         "n_classes": len(model.classes_),
-        "arguments": training_args.to_dict(),
+        "processes": training_args.world_size,
+        "arguments": model.model_card_data.training_args,
     }
     if args.json:
         emit_json(summary)
