@@ -106,17 +106,16 @@ def test_training_log(trained):
 
 
 def test_learning_rate_warmup_then_linear_decay(trained):
+    """Hugging Face's linear schedule, logged as the rate each step used: step s (1-based) uses
+    lr * (s - 1) / warmup during the warm-up, then lr * (total - s + 1) / (total - warmup)."""
     _, trainer, out, _ = trained
     lrs = np.array([r["learning_rate"] for r in out.log_history])
-    peak = int(lrs.argmax())
-    warmup = round(trainer.args.warmup_ratio * trainer.args.num_episodes)  # 20 steps
-    assert abs((peak + 1) - warmup) <= 1  # log records are 1-based steps
-    assert lrs.max() == pytest.approx(trainer.args.learning_rate)
-    assert lrs[0] < 0.2 * lrs.max()
-    assert np.all(np.diff(lrs[: peak + 1]) > 0)  # rises
-    assert np.all(np.diff(lrs[peak + 1 :]) < 0)  # then falls linearly
-    assert np.allclose(np.diff(lrs[peak + 2 :]), np.diff(lrs[peak + 2 :])[0], rtol=1e-4)
-    assert lrs[-1] == pytest.approx(0.0, abs=1e-12)
+    total = trainer.args.num_episodes
+    warmup = math.ceil(trainer.args.warmup_steps * total)  # 20 of 200 steps
+    lr = trainer.args.learning_rate
+    expected = [lr * (s - 1) / warmup if s - 1 < warmup else lr * (total - s + 1) / (total - warmup) for s in range(1, total + 1)]
+    assert np.allclose(lrs, expected, rtol=1e-9, atol=1e-15)
+    assert lrs[0] == 0.0 and int(lrs.argmax()) == warmup and lrs.max() == pytest.approx(lr)
 
 
 def test_best_weights_restored(trained):
@@ -175,11 +174,11 @@ def test_early_stopping_and_best_model(bilstm_model, synthetic, tmp_path):
     assert len(evals) - 1 - best_index == 2
     assert out.best_step == 10 * (best_index + 1) and out.best_metric == max(evals)
     assert evals[-1] < out.best_metric  # the last evaluation is worse, so restoring matters
-    # load_best_model_at_end=True: the model holds the best evaluation's weights
+    # keep_best_model=True: the model holds the best evaluation's weights
     assert trainer.evaluate()["eval_accuracy"] == pytest.approx(out.best_metric, abs=1e-9)
 
     last_model = copy.deepcopy(bilstm_model)
-    trainer_last, out_last = short_run(last_model, synthetic, seed=42, load_best_model_at_end=False, **EARLY)
+    trainer_last, out_last = short_run(last_model, synthetic, seed=42, keep_best_model=False, **EARLY)
     assert [r["loss"] for r in out_last.log_history] == [r["loss"] for r in log]
     assert trainer_last.evaluate()["eval_accuracy"] == pytest.approx(evals[-1], abs=1e-9)
 
@@ -225,12 +224,15 @@ def test_trains_from_a_datasets_dataset(bilstm_model, synthetic):
     "kwargs, pattern",
     [
         (dict(num_episodes=0), r"num_episodes must be an integer >= 1, got 0"),
-        (dict(warmup_ratio=1.5), r"warmup_ratio must be in \[0, 1\), got 1\.5"),
+        (dict(warmup_steps=-1), r"warmup_steps must be a ratio in \[0, 1\) or a number of steps, got -1"),
         (dict(learning_rate=0.0), r"learning_rate"),
         (dict(n_way=1), r"n_way must be an integer >= 2"),
         (dict(k_shot=0), r"k_shot must be an integer >= 1"),
         (dict(early_stopping_patience=0), r"early_stopping_patience"),
-        (dict(device="tpu"), r"device must be"),
+        (dict(load_best_model_at_end=True), r"use keep_best_model=True"),
+        (dict(num_episodes=10, max_steps=20), r"set the number of steps with num_episodes"),
+        (dict(push_to_hub=True), r"model.push_to_hub"),
+        (dict(gradient_accumulation_steps=0), r"gradient_accumulation_steps must be an integer >= 1"),
     ],
 )
 def test_bad_training_arguments(kwargs, pattern):
@@ -273,12 +275,16 @@ def test_trainer_input_checks(bilstm_model, synthetic):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error when no GPU is present")
-def test_cuda_without_gpu(bilstm_model, synthetic):
-    train_texts, train_labels, _, _ = synthetic
-    args = TrainingArguments(num_episodes=1, device="cuda", show_progress_bar=False)
-    trainer = Trainer(bilstm_model, args, train_dataset=(train_texts, train_labels))
-    with pytest.raises(TextMatchError, match=r"'cuda' asked for but no CUDA GPU is available; use device='cpu'"):
-        trainer.train()
+def test_cuda_without_gpu():
+    from textmatch.core.optimization import cpu_flag
+
+    assert cpu_flag("cpu") is True and cpu_flag("auto") is False and cpu_flag(None) is False
+    with pytest.raises(TextMatchError, match=r"'cuda' asked for but no CUDA GPU is available; use --device cpu"):
+        cpu_flag("cuda")
+    with pytest.raises(TextMatchError, match=r"CUDA_VISIBLE_DEVICES=1"):
+        cpu_flag("cuda:1")
+    with pytest.raises(TextMatchError, match=r"must be 'auto', 'cpu' or 'cuda', got 'tpu'"):
+        cpu_flag("tpu")
 
 
 # -- episode shape ------------------------------------------------------------------------------
