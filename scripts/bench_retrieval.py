@@ -60,9 +60,13 @@ def evaluate(retriever, data, mode: str, fusion: str = "rrf", dense_weight: floa
 
 
 def finetune(model, folder: Path, args) -> dict:
-    from textmatch.retrieval.bm25 import BM25Index, mine_hard_negatives
     from textmatch.retrieval.beir import load_beir
-    from textmatch.retrieval.training import RetrievalTrainer, RetrievalTrainingArguments
+    from textmatch.retrieval.bm25 import BM25Index, mine_hard_negatives
+    from textmatch.retrieval.training import (
+        RECIPE_FIELDS,
+        RetrievalTrainer,
+        RetrievalTrainingArguments,
+    )
 
     train = load_beir(folder, split="train")
     corpus = {str(d["_id"]): f"{d['title']} {d['text']}".strip() for d in train.corpus}
@@ -71,13 +75,15 @@ def finetune(model, folder: Path, args) -> dict:
     bm25 = BM25Index().build(list(corpus.values()), list(corpus))
     negatives = mine_hard_negatives(bm25, queries, train.qrels, n=args.hard_negatives) if args.hard_negatives else None
     mining = time.perf_counter() - start
-    targs = RetrievalTrainingArguments(num_epochs=args.epochs, max_steps=args.max_steps, batch_size=args.train_batch,
-                                       learning_rate=args.lr, hard_negatives=args.hard_negatives, seed=42,
-                                       show_progress_bar=False)
-    result = RetrievalTrainer(model, targs, queries, corpus, train.qrels, hard_negatives=negatives).train()
+    with tempfile.TemporaryDirectory() as run_dir:  # the training log; nothing left in the working directory
+        targs = RetrievalTrainingArguments(output_dir=run_dir, num_train_epochs=args.epochs,
+                                           max_steps=args.max_steps if args.max_steps is not None else -1,
+                                           per_device_train_batch_size=args.train_batch, learning_rate=args.lr,
+                                           hard_negatives=args.hard_negatives, seed=42, show_progress_bar=False)
+        result = RetrievalTrainer(model, targs, queries, corpus, train.qrels, hard_negatives=negatives).train()
     return {"steps": result.global_step, "train_seconds": round(result.train_runtime, 1),
             "mining_seconds": round(mining, 1), "training_loss": round(result.training_loss, 4),
-            "arguments": targs.to_dict(), "n_train_queries": len(train.qrels)}
+            "arguments": targs.recipe(RECIPE_FIELDS), "n_train_queries": len(train.qrels)}
 
 
 def index_backends(embeddings: np.ndarray, queries: np.ndarray, kinds: list[str]) -> dict:

@@ -76,7 +76,7 @@ def test_fine_tuning_snippet_runs(tmp_path):
     assert result.returncode == 0, result.stderr
     saved = tmp_path / "runs" / "intents" / "model"
     assert (saved / "model.safetensors").is_file() and (saved / "support_set.json").is_file()
-    assert (tmp_path / "runs" / "intents" / "training_log.jsonl").is_file()
+    assert (tmp_path / "runs" / "intents" / "training_log.jsonl").is_file()  # output_dir: the run folder
 
 
 def test_sklearn_snippet_runs(tmp_path):
@@ -106,6 +106,30 @@ def test_cli_examples_run(tmp_path):
     assert '"accuracy"' in outputs[1] and '"per_label"' in outputs[1]
     assert (cwd / "runs" / "intents" / "model.safetensors").is_file()
     assert outputs[3].startswith("accuracy ")
+
+
+def test_checkpoint_examples_run(tmp_path):
+    """--save-steps writes checkpoints into the run folder next to the model folder; --resume
+    continues from the last one (here after the run lost its last checkpoint and its model)."""
+    lines = [ln for ln in _block_after("<!-- checkpoint-examples", "bash").splitlines() if ln.startswith("textmatch ")]
+    assert len(lines) == 2 and "--resume" in lines[1]
+    cwd = _copy_data(tmp_path)
+    fast = [re.sub(r"\s+#.*$", "", ln).replace("--save-steps 50", "--save-steps 2 --episodes 4 --no-progress") for ln in lines]
+    result = subprocess.run(fast[0], shell=True, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, f"{fast[0]}\n{result.stderr}"
+    run_dir = cwd / "runs" / "intents.run"
+    assert sorted(p.name for p in run_dir.iterdir() if p.name.startswith("checkpoint-")) == ["checkpoint-2", "checkpoint-4"]
+    assert not any(p.name.startswith("checkpoint-") for p in (cwd / "runs" / "intents").iterdir())
+    assert not list((cwd / "runs" / "intents").rglob("*.bin")) and not list((cwd / "runs" / "intents").rglob("*.pt*"))
+    whole = (cwd / "runs" / "intents" / "model.safetensors").read_bytes()
+    log = (run_dir / "training_log.jsonl").read_text(encoding="utf-8")
+    shutil.rmtree(run_dir / "checkpoint-4")
+    shutil.rmtree(cwd / "runs" / "intents")
+    result = subprocess.run(fast[1], shell=True, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, f"{fast[1]}\n{result.stderr}"
+    assert (run_dir / "training_log.jsonl").read_text(encoding="utf-8") == log
+    resumed = (cwd / "runs" / "intents" / "model.safetensors").read_bytes()
+    assert resumed == whole  # the same weights as the uninterrupted run
 
 
 def test_retrieval_examples_run(tmp_path):

@@ -84,7 +84,8 @@ def test_train_then_evaluate_saved_model(tiny_bert_dir, files, capsys, tmp_path)
     summary = json.loads(out)
     assert summary["episodes"] == 4 and summary["n_support"] == 48 and summary["best_eval_accuracy"] is not None
     assert (out_dir / "model.safetensors").is_file()
-    assert len((out_dir / "training_log.jsonl").read_text().splitlines()) == 4
+    assert len((tmp_path / "trained.run" / "training_log.jsonl").read_text().splitlines()) == 4  # the run folder
+    assert not (out_dir / "training_log.jsonl").exists()  # the model folder holds the model only
     # the saved model carries its support set: --support is optional
     code, out, err = run(["evaluate", "--model", out_dir, "--test", files["test"], "--json"], capsys)
     assert code == 0, err
@@ -243,25 +244,43 @@ def test_train_output_keeps_the_users_files_and_mode(tiny_bert_dir, files, capsy
     assert code == 0, err
     assert (out / "notes.md").read_text() == "my notes" and (out / "thesis.docx").read_text() == "years of work"
     assert oct(out.stat().st_mode & 0o777) == oct(0o755)
-    assert (out / "training_log.jsonl").is_file()
+    assert (tmp_path / "mine.run" / "training_log.jsonl").is_file()
 
 
 def test_a_failed_training_run_keeps_the_previous_log(tiny_bert_dir, files, capsys, tmp_path, monkeypatch):
-    out = tmp_path / "run"
+    out, run_dir = tmp_path / "model", tmp_path / "model.run"
     argv = ["train", "--model", tiny_bert_dir, "--train", files["support"], "--output", out, "--episodes", "2",
             "--no-progress"]
     assert run(argv, capsys)[0] == 0
-    log = (out / "training_log.jsonl").read_text()
+    log = (run_dir / "training_log.jsonl").read_text()
     from textmatch import MatchingNetwork
 
     def boom(self, *a, **k):
         raise RuntimeError("killed mid-run")
 
-    monkeypatch.setattr(MatchingNetwork, "episode_log_probs", boom)
+    monkeypatch.setattr(MatchingNetwork, "forward", boom)
     code, _, err = run(argv, capsys)
     assert code == 1 and "killed mid-run" in err
-    assert (out / "training_log.jsonl").read_text() == log  # not truncated by the failed run
-    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".training_log")) == []
+    assert (run_dir / "training_log.jsonl").read_text() == log  # not truncated by the failed run
+    assert sorted(p.name for p in run_dir.iterdir() if p.name.startswith(".training_log")) == []
+
+
+def test_run_dir_and_resume_flags(tiny_bert_dir, files, capsys, tmp_path):
+    out = tmp_path / "model"
+    base = ["train", "--model", tiny_bert_dir, "--train", files["support"], "--output", out, "--episodes", "2",
+            "--no-progress"]
+    code, _, err = run([*base, "--run-dir", out / "runs"], capsys)
+    assert code == 2 and "is inside the model folder" in err and "choose another --run-dir" in err
+    code, _, err = run([*base, "--resume"], capsys)
+    assert code == 2 and "does not exist (train with --save-steps N first)" in err
+    code, _, err = run([*base, "--save-steps", "0"], capsys)
+    assert code == 2 and "--save-steps must be at least 1, got 0" in err
+    assert run([*base, "--run-dir", tmp_path / "elsewhere"], capsys)[0] == 0
+    assert (tmp_path / "elsewhere" / "training_log.jsonl").is_file()
+    code, _, err = run([*base, "--run-dir", tmp_path / "elsewhere", "--resume"], capsys)
+    assert code == 2 and "holds no checkpoint-N folder" in err and "--save-steps N" in err
+    code, _, err = run([*base, "--device", "cuda:1"], capsys)
+    assert code == 2 and "CUDA_VISIBLE_DEVICES=1" in err
 
 
 def test_train_refuses_before_training_not_after(tiny_bert_dir, files, capsys, tmp_path, monkeypatch):

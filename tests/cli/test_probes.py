@@ -341,7 +341,10 @@ def test_kill_9_during_train_keeps_the_previous_model_and_log(workspace, tmp_pat
     from textmatch import MatchingNetwork
 
     out = damaged_copy(workspace["model"], tmp_path / "model", lambda f: None)
-    log = out / "training_log.jsonl"
+    run_dir = tmp_path / "model.run"  # where `train --output DIR` logs: DIR.run
+    assert cli.main(["train", "--model", str(workspace["bert"]), "--train", str(workspace["support"]), "--output",
+                     str(out), "--episodes", "1", "--no-progress"]) == 0
+    log = run_dir / "training_log.jsonl"
     old_log = log.read_bytes()
     old = MatchingNetwork.from_pretrained(out).predict_proba(["rain today"])
     cmd = [sys.executable, "-m", "textmatch.cli", "train", "--model", str(workspace["bert"]), "--train",
@@ -351,7 +354,7 @@ def test_kill_9_during_train_keeps_the_previous_model_and_log(workspace, tmp_pat
     deadline = time.time() + 120
     temps = []
     while time.time() < deadline and proc.poll() is None:
-        temps = [p for p in out.iterdir() if p.name.startswith(".training_log.jsonl.tmp-") and p.stat().st_size > 0]
+        temps = [p for p in run_dir.iterdir() if p.name.startswith(".training_log.jsonl.tmp-") and p.stat().st_size > 0]
         if temps:
             break
         time.sleep(0.05)
@@ -364,7 +367,7 @@ def test_kill_9_during_train_keeps_the_previous_model_and_log(workspace, tmp_pat
     np.testing.assert_allclose(MatchingNetwork.from_pretrained(out).predict_proba(["rain today"]), old, atol=1e-6)
     assert cli.main(["train", "--model", str(workspace["bert"]), "--train", str(workspace["support"]), "--output",
                      str(out), "--episodes", "2", "--no-progress"]) == 0
-    assert not any(p.name.startswith(".training_log.jsonl.tmp-") for p in out.iterdir())
+    assert not any(p.name.startswith(".training_log.jsonl.tmp-") for p in run_dir.iterdir())
     assert len(log.read_text().splitlines()) == 2  # the new, completed run's log
 
 

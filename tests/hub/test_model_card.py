@@ -14,6 +14,8 @@ import yaml
 
 from textmatch import MatchingNetwork, TextMatchError, Trainer, TrainingArguments, evaluate
 from textmatch.core.card_data import DEFAULT_TAGS, ModelCardData, infer_dataset_name
+from textmatch.classification.training import RECIPE_FIELDS
+from textmatch.core.optimization import RECIPE_HF_ARGS
 from textmatch.hub.model_card import generate_model_card
 
 SUPPORT = [
@@ -331,12 +333,14 @@ def test_training_args_after_train(bilstm_model, synthetic, tmp_path):
     bilstm_model.fit(texts, labels)
     evaluate(bilstm_model, texts[:6], labels[:6], dataset_name="before")
     assert section(generate_model_card(bilstm_model), "Training") is None
-    args = TrainingArguments(output_dir=str(tmp_path / "run"), num_episodes=2, show_progress_bar=False, device="cpu")
+    args = TrainingArguments(output_dir=str(tmp_path / "run"), num_episodes=2, show_progress_bar=False, use_cpu=True)
     Trainer(bilstm_model, args, train_dataset=(texts, labels), train_dataset_name="org/synthetic").train()
     data = bilstm_model.model_card_data
     assert data.train_dataset_name == "org/synthetic"
     assert data.eval_results == []  # results of the weights before training are dropped
-    assert set(data.training_args) == set(args.to_dict()) - {"output_dir", "show_progress_bar", "device"}
+    # the recipe: textmatch's own fields and the Hugging Face ones that say how the model trained
+    assert set(data.training_args) == set(RECIPE_FIELDS) | set(RECIPE_HF_ARGS)
+    assert data.training_args["optim"] == "adamw_torch_fused" and data.training_args["warmup_steps"] == 0.1
     assert data.training_args["num_episodes"] == 2
     assert isinstance(data.training_args["k_shot"], int)  # as used, not None
 
@@ -348,7 +352,7 @@ def test_training_args_after_train(bilstm_model, synthetic, tmp_path):
     assert rows[0] == ["Argument", "Value"]
     shown = dict(rows[1:])
     assert shown["num_episodes"] == "2" and shown["learning_rate"] == "3e-05" and shown["n_way"] == "2"
-    assert "output_dir" not in shown and "device" not in shown
+    assert "output_dir" not in shown and "use_cpu" not in shown and "report_to" not in shown
 
 
 def test_train_dataset_name_from_datasets(tmp_path, bilstm_model, synthetic):

@@ -1,6 +1,7 @@
-"""Retrieval training: the matching loss over in-batch and hard negatives teaches the tiny BERT
-a synthetic retrieval task (held-out queries), equals a naive loop, masks documents relevant
-to a query that are not its target, warns about unknown ids, and is reproducible."""
+"""Retrieval training on Hugging Face's Trainer: the matching loss over in-batch and hard
+negatives teaches the tiny BERT a synthetic retrieval task (held-out queries), equals a naive
+loss and a naive training loop, masks documents relevant to a query that are not its target,
+warns about unknown ids, is reproducible, and resumes from a checkpoint exactly."""
 
 from __future__ import annotations
 
@@ -9,14 +10,24 @@ import itertools
 import json
 import math
 import random
+import shutil
+from dataclasses import astuple
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from conftest import FILLER, TOPICS
+from transformers import get_linear_schedule_with_warmup
 
-from textmatch import TextMatchError
-from textmatch.retrieval.training import RetrievalBatch, RetrievalTrainer, RetrievalTrainingArguments
+from textmatch import MatchingNetwork, TextMatchError
+from textmatch.core.optimization import make_optimizer
+from textmatch.retrieval.training import (
+    RECIPE_FIELDS,
+    RetrievalBatch,
+    RetrievalTrainer,
+    RetrievalTrainingArguments,
+)
 
 ALL_WORDS = [w for words in TOPICS.values() for w in words]
 
@@ -53,8 +64,15 @@ def mrr_at_10(model, queries, corpus, qrels, query_ids) -> float:
     return total / len(query_ids)
 
 
+@pytest.fixture(autouse=True)
+def _in_tmp_path(tmp_path, monkeypatch):
+    """Hugging Face's Trainer creates its default output_dir ("trainer_output") in the working
+    directory when none is given: keep that out of the repository."""
+    monkeypatch.chdir(tmp_path)
+
+
 def args(**kwargs) -> RetrievalTrainingArguments:
-    defaults = {"batch_size": 16, "learning_rate": 1e-3, "show_progress_bar": False, "device": "cpu"}
+    defaults = {"per_device_train_batch_size": 16, "learning_rate": 1e-3, "show_progress_bar": False, "use_cpu": True}
     return RetrievalTrainingArguments(**{**defaults, **kwargs})
 
 
@@ -101,14 +119,27 @@ def test_log_schedule_and_final_state(trained):
     lines = [json.loads(line) for line in (output_dir / "training_log.jsonl").read_text(encoding="utf-8").splitlines()]
     assert len(lines) == 100 and [r["step"] for r in lines] == list(range(1, 101))
     assert lines == out.log_history == trainer.log_history
+    assert list(lines[0]) == ["step", "epoch", "loss", "accuracy", "support_size", "learning_rate", "grad_norm", "temperature"]
     # 530 training queries in batches of 16: 34 steps per epoch, so 100 steps span 3 epochs
     assert trainer.steps_per_epoch == 34 and lines[-1]["epoch"] == 3
-    assert [r["epoch"] for r in lines].count(1) == 34
+    assert [r["epoch"] for r in lines] == [1] * 34 + [2] * 34 + [3] * 32
+    # the last batch of an epoch holds the 530 - 33 * 16 = 2 queries left
+    assert lines[33]["support_size"] < 16 and lines[34]["support_size"] >= 16
     lrs = [r["learning_rate"] for r in lines]
-    peak = int(np.argmax(lrs))
-    # the rate each step used: 10 % linear warm-up to 1e-3, then linear decay towards 0
-    assert peak == 9 and math.isclose(lrs[0], 1e-4) and math.isclose(lrs[peak], 1e-3)
-    assert all(a >= b for a, b in zip(lrs[peak:], lrs[peak + 1 :])) and math.isclose(lrs[-1], 1e-3 / 90)
+    # the rate each step used, Hugging Face's linear schedule: warm-up over 10 % of the steps
+    # (from 0 at the first step to 1e-3 at step index 10), then linear decay towards 0
+    warmup = 10
+    assert lrs[0] == 0.0 and int(np.argmax(lrs)) == warmup and math.isclose(lrs[warmup], 1e-3)
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+    schedule = get_linear_schedule_with_warmup(optimizer, num_warmup_steps=warmup, num_training_steps=100)
+    expected = []
+    for _ in range(100):
+        expected.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    assert lrs == pytest.approx(expected, rel=1e-9, abs=1e-15)
+    assert all(math.isclose(lrs[k], 1e-3 * k / warmup) for k in range(warmup))
+    assert all(math.isclose(lrs[k], 1e-3 * (100 - k) / 90) for k in range(warmup, 100))
     assert all(r["support_size"] >= 16 for r in lines[:33])  # 16 positives + hard negatives (deduplicated)
     assert not model.training and model._runners == {}
     assert out.best_metric is None and out.train_runtime > 0
@@ -169,7 +200,7 @@ def test_loss_equals_naive_loop(tiny_bert_model, batch):
     trainer = small_trainer(tiny_bert_model)
     tiny_bert_model.eval()  # no dropout: the two computations see the same network
     with torch.no_grad():
-        loss = float(trainer.compute_loss(query_ids, positive_ids, negative_ids))
+        loss = float(trainer.batch_loss(query_ids, positive_ids, negative_ids))
     expected = naive_loss(tiny_bert_model, SMALL_QUERIES, SMALL_CORPUS, SMALL_QRELS, query_ids, positive_ids, negative_ids)
     assert loss == pytest.approx(expected, rel=1e-5, abs=1e-6)
 
@@ -177,7 +208,7 @@ def test_loss_equals_naive_loop(tiny_bert_model, batch):
 def test_loss_has_gradients(tiny_bert_model):
     trainer = small_trainer(tiny_bert_model)
     tiny_bert_model.train()
-    loss = trainer.compute_loss(["q1", "q2"], ["d1", "d2"], [["n1"], []])
+    loss = trainer.batch_loss(["q1", "q2"], ["d1", "d2"], [["n1"], []])
     loss.backward()
     grads = [p.grad for p in tiny_bert_model.query_encoder.parameters() if p.grad is not None]
     assert grads and any(float(g.abs().sum()) > 0 for g in grads)
@@ -205,7 +236,7 @@ def test_shared_positive_is_masked(tiny_bert_model):
 
 
 def test_batches_sample_positives_and_negatives(tiny_bert_model):
-    trainer = small_trainer(tiny_bert_model, batch_size=3, hard_negatives=1)
+    trainer = small_trainer(tiny_bert_model, per_device_train_batch_size=3, hard_negatives=1)
     assert trainer.positives == {"q1": ["d1", "shared"], "q2": ["d2", "shared"], "q3": ["d3", "n3"], "q4": ["d4"]}
     # hard negatives never include a query's own positives; "x" had score 0 and is no positive
     assert trainer.hard_negatives == {"q1": ["n1", "d2"], "q2": ["n2"], "q4": ["d3"]}
@@ -239,7 +270,7 @@ def test_lengths_are_truncated_during_training(tiny_bert_model):
 
     encoder.tokenize = spy
     with torch.no_grad():
-        trainer.compute_loss(["q1", "q4"], ["d1", "d4"])
+        trainer.batch_loss(["q1", "q4"], ["d1", "d4"])
     assert seen == [3, 5]
     assert encoder.max_length == 64  # restored
 
@@ -248,7 +279,7 @@ def test_lengths_are_truncated_during_training(tiny_bert_model):
 def test_num_epochs_and_in_batch_only(tiny_bert_model, task):
     queries, corpus, _, train_qrels, _, _ = task
     small = dict(list(train_qrels.items())[:40])
-    out = RetrievalTrainer(tiny_bert_model, args(num_epochs=2, hard_negatives=0), queries, corpus, small).train()
+    out = RetrievalTrainer(tiny_bert_model, args(num_train_epochs=2, hard_negatives=0), queries, corpus, small).train()
     assert out.global_step == 2 * 3  # 40 queries in batches of 16
     assert [r["epoch"] for r in out.log_history] == [1, 1, 1, 2, 2, 2]
     assert [r["support_size"] for r in out.log_history[:3]] == [16, 16, 8]
@@ -270,6 +301,227 @@ def test_deterministic_with_a_seed(_tiny_bert_model, task):
     assert losses_a != losses_c
 
 
+def test_batches_are_the_run_unrolled_by_index(tiny_bert_model, task):
+    """Item i of the dataset is batch i % steps_per_epoch of epoch i // steps_per_epoch + 1,
+    drawn with random.Random(f"{seed}:{epoch}"): it depends on (seed, i) only."""
+    queries, corpus, _, train_qrels, hard, _ = task
+    small = dict(list(train_qrels.items())[:40])
+    user_args = args(num_train_epochs=2.5, per_device_train_batch_size=16, gradient_accumulation_steps=2, seed=5)
+    trainer = RetrievalTrainer(tiny_bert_model, user_args, queries, corpus, small, hard)
+    # 3 batches per epoch, 2.5 epochs = 7.5 batches, 2 batches per optimizer step: 4 steps, 8 batches
+    assert trainer.steps_per_epoch == 3 and trainer.total_steps == 4 and len(trainer.train_dataset) == 8
+    assert user_args.max_steps == -1 and trainer.args is not user_args and trainer.args.max_steps == 4
+    items = [trainer.train_dataset[i] for i in reversed(range(8))][::-1]  # any access order
+    for epoch in (1, 2, 3):
+        expected = trainer.epoch_batches(random.Random(f"5:{epoch}"), epoch)
+        assert items[3 * (epoch - 1) : 3 * epoch] == expected[: len(items[3 * (epoch - 1) : 3 * epoch])]
+    assert [b.epoch for b in items] == [1, 1, 1, 2, 2, 2, 3, 3]
+    assert [len(b.query_ids) for b in items] == [16, 16, 8] * 2 + [16, 16]  # no batch spans two epochs
+    with pytest.raises(IndexError):
+        trainer.train_dataset[8]
+    inputs = trainer.data_collator([items[2]])
+    assert set(inputs) == {"objective", "queries", "documents", "targets", "mask", "epoch"}
+    assert inputs["objective"] == "retrieval" and inputs["epoch"] == 1
+    assert inputs["targets"].dtype == torch.long and inputs["mask"].dtype == torch.bool
+    assert inputs["mask"].shape == (8, len(trainer.support_set(*astuple(items[2])[:3])[0]))
+    out = trainer.train()
+    assert out.global_step == 4 and [r["epoch"] for r in out.log_history] == [1, 2, 2, 3]
+
+
+def without_dropout(model: MatchingNetwork) -> MatchingNetwork:
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    return model
+
+
+def test_training_steps_equal_a_naive_loop(_tiny_bert_model, task, tmp_path):
+    """The Trainer's first steps: the loss, accuracy and gradient norm of a plain torch loop
+    (same batches, same objective, AdamW with the same groups, linear schedule, clipping)."""
+    queries, corpus, _, train_qrels, hard, _ = task
+    steps, lr, head_lr, weight_decay, max_norm = 5, 1e-3, 1e-3, 0.01, 1.0
+    model = without_dropout(copy.deepcopy(_tiny_bert_model))
+    reference = without_dropout(copy.deepcopy(_tiny_bert_model))
+    trainer = RetrievalTrainer(
+        model,
+        args(output_dir=str(tmp_path), max_steps=steps, warmup_steps=0, per_device_train_batch_size=8, learning_rate=lr,
+             head_learning_rate=head_lr, weight_decay=weight_decay, max_grad_norm=max_norm, query_max_length=8, doc_max_length=16),
+        queries, corpus, train_qrels, hard,
+    )
+    batches = [trainer.train_dataset[i] for i in range(steps)]
+    out = trainer.train()
+
+    optimizer = make_optimizer(reference, lr, head_lr, weight_decay)
+    schedule = get_linear_schedule_with_warmup(optimizer, num_warmup_steps=0, num_training_steps=steps)
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    reference.train()
+    expected = []
+    for batch in batches:
+        doc_ids, targets, mask = trainer.support_set(batch.query_ids, batch.positive_ids, batch.negative_ids)
+        with reference.query_encoder.truncated_to(8):
+            f = reference.embed(reference.query_encoder, [queries[q] for q in batch.query_ids])
+        with reference.support_encoder.truncated_to(16):
+            g = reference.embed(reference.support_encoder, [corpus[d] for d in doc_ids])
+        logits = torch.nn.functional.normalize(f, dim=-1) @ torch.nn.functional.normalize(g, dim=-1).T
+        logits = (logits / reference.temperature).masked_fill(mask, float("-inf"))
+        loss = torch.nn.functional.cross_entropy(logits, targets)
+        loss.backward()
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad()
+        accuracy = float((logits.argmax(-1) == targets).float().mean())
+        expected.append((float(loss.detach()), accuracy, grad_norm))
+
+    got = [(r["loss"], r["accuracy"], r["grad_norm"]) for r in out.log_history]
+    assert len(got) == steps
+    for (loss, accuracy, grad_norm), (loss_ref, accuracy_ref, grad_norm_ref) in zip(got, expected):
+        assert loss == pytest.approx(loss_ref, abs=1e-4)
+        assert accuracy == pytest.approx(accuracy_ref, abs=1e-6)
+        assert grad_norm == pytest.approx(grad_norm_ref, rel=1e-4, abs=1e-4)
+    assert expected[-1][0] < expected[0][0]  # it trains
+    for name, value in model.state_dict().items():
+        assert torch.allclose(value, reference.state_dict()[name], atol=1e-4), name
+
+
+def test_resume_from_a_checkpoint_equals_an_uninterrupted_run(_tiny_bert_model, task, tmp_path):
+    queries, corpus, _, train_qrels, hard, _ = task
+    small = dict(list(train_qrels.items())[:40])  # 5 batches of 8 per epoch: the run spans 2 epochs
+    run_dir = tmp_path / "run"
+
+    def trainer_for(model):
+        return RetrievalTrainer(
+            model,
+            args(output_dir=str(run_dir), max_steps=6, per_device_train_batch_size=8, save_strategy="steps", save_steps=3),
+            queries, corpus, small, hard,
+        )
+
+    uninterrupted = copy.deepcopy(_tiny_bert_model)  # with dropout: the resumed run restores the RNG states
+    out = trainer_for(uninterrupted).train()
+    log = (run_dir / "training_log.jsonl").read_text(encoding="utf-8")
+    assert out.global_step == 6 and {p.name for p in run_dir.glob("checkpoint-*")} == {"checkpoint-3", "checkpoint-6"}
+    shutil.rmtree(run_dir / "checkpoint-6")
+
+    resumed = copy.deepcopy(_tiny_bert_model)
+    trainer = trainer_for(resumed)
+    out_resumed = trainer.train(resume_from_checkpoint=True)
+    assert out_resumed.global_step == 6
+    for name, value in uninterrupted.state_dict().items():
+        assert torch.allclose(resumed.state_dict()[name], value, atol=1e-6), name
+    records = [json.loads(line) for line in log.splitlines()]
+    records_resumed = [json.loads(line) for line in (run_dir / "training_log.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert records_resumed == trainer.log_history
+    assert [r["step"] for r in records_resumed] == [r["step"] for r in records] == [1, 2, 3, 4, 5, 6]
+    assert [r["epoch"] for r in records_resumed] == [r["epoch"] for r in records] == [1, 1, 1, 1, 1, 2]
+    for a, b in zip(records_resumed, records):
+        assert list(a) == list(b)
+        assert a["loss"] == pytest.approx(b["loss"], abs=1e-6)
+        assert a["grad_norm"] == pytest.approx(b["grad_norm"], abs=1e-5)
+        assert {k: a[k] for k in ("accuracy", "support_size", "learning_rate", "temperature")} == {
+            k: b[k] for k in ("accuracy", "support_size", "learning_rate", "temperature")
+        }
+
+
+def write_beir_folder(folder, queries, corpus, qrels):
+    (folder / "qrels").mkdir(parents=True)
+    with open(folder / "corpus.jsonl", "w", encoding="utf-8") as fh:
+        for did, text in corpus.items():
+            fh.write(json.dumps({"_id": did, "title": "", "text": text}) + "\n")
+    with open(folder / "queries.jsonl", "w", encoding="utf-8") as fh:
+        for qid, text in queries.items():
+            fh.write(json.dumps({"_id": qid, "text": text}) + "\n")
+    with open(folder / "qrels" / "train.tsv", "w", encoding="utf-8") as fh:
+        fh.write("query-id\tcorpus-id\tscore\n")
+        for qid, docs in qrels.items():
+            for did, score in docs.items():
+                fh.write(f"{qid}\t{did}\t{score}\n")
+    return folder
+
+
+def test_cli_train_data_saves_reports_and_resumes(tiny_bert_dir, task, tmp_path, capsys):
+    from textmatch import cli
+
+    queries, corpus, _, train_qrels, _, _ = task
+    small = dict(list(train_qrels.items())[:24])
+    beir = write_beir_folder(tmp_path / "beir", {q: queries[q] for q in small}, {d: corpus[d] for q in small for d in small[q]}, small)
+    output = tmp_path / "model"
+    argv = ["train", "--model", str(tiny_bert_dir), "--data", str(beir), "--output", str(output), "--device", "cpu",
+            "--max-steps", "4", "--save-steps", "2", "--lr", "1e-3", "--hard-negatives", "1", "--no-progress", "--json"]
+    assert cli.main(argv) == 0, capsys.readouterr().err
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["steps"] == 4 and summary["n_queries"] == 24 and summary["processes"] == 1
+    run_dir = tmp_path / "model.run"
+    assert summary["run_dir"] == str(run_dir)
+    assert summary["arguments"]["max_steps"] == 4 and summary["arguments"]["learning_rate"] == 1e-3
+    assert set(summary["arguments"]) >= set(RECIPE_FIELDS) | {"per_device_train_batch_size", "seed"}
+    trained = MatchingNetwork.from_pretrained(str(output))
+    assert trained.model_card_data.training_args["objective"] == "retrieval"
+    assert len((run_dir / "training_log.jsonl").read_text(encoding="utf-8").splitlines()) == 4
+    assert (run_dir / "checkpoint-2").is_dir() and (run_dir / "checkpoint-4").is_dir()
+    log = (run_dir / "training_log.jsonl").read_text(encoding="utf-8")
+
+    shutil.rmtree(run_dir / "checkpoint-4")
+    assert cli.main([*argv, "--resume"]) == 0, capsys.readouterr().err
+    assert json.loads(capsys.readouterr().out)["steps"] == 4
+    resumed = [json.loads(line) for line in (run_dir / "training_log.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [r["step"] for r in resumed] == [1, 2, 3, 4]
+    assert [r["loss"] for r in resumed] == pytest.approx([json.loads(line)["loss"] for line in log.splitlines()], abs=1e-6)
+
+
+@pytest.mark.stress
+def test_two_gloo_processes_equal_one_with_accumulation(task, tmp_path):
+    """`torchrun --nproc_per_node 2 textmatch train --data`: each process trains on its own
+    batches (in-batch negatives per process), DDP averages the gradients, so the run equals one
+    process with gradient accumulation 2 (a dropout-free model: no RNG in the weights); only the
+    main process logs, saves and reports."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import write_vocab
+    from safetensors.torch import load_file
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    tok_dir = tmp_path / "bert"
+    vocab_file = write_vocab(tmp_path / "vocab.txt")
+    vocab = {w: i for i, w in enumerate(vocab_file.read_text(encoding="utf-8").split())}
+    tok = BertTokenizerFast(vocab=vocab, do_lower_case=True)
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                         intermediate_size=64, max_position_embeddings=64, hidden_dropout_prob=0.0,
+                         attention_probs_dropout_prob=0.0)).save_pretrained(str(tok_dir))
+    tok.save_pretrained(str(tok_dir))
+    queries, corpus, _, train_qrels, _, _ = task
+    small = dict(list(train_qrels.items())[:40])
+    beir = write_beir_folder(tmp_path / "beir", {q: queries[q] for q in small}, {d: corpus[d] for q in small for d in small[q]}, small)
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(repo)}
+
+    def train(launcher, output, *extra):
+        cmd = [*launcher, "-m", "textmatch.cli", "train", "--model", str(tok_dir), "--data", str(beir), "--output", str(output),
+               "--epochs", "2", "--lr", "1e-3", "--hard-negatives", "0", "--device", "cpu", "--no-progress", "--json", *extra]
+        done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert done.stdout.count('"output"') == 1, done.stdout  # one summary: only the main process reports
+        return json.loads(done.stdout)
+
+    two = train([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"], tmp_path / "two")
+    one = train([sys.executable], tmp_path / "one", "--gradient-accumulation-steps", "2")
+    assert (two["processes"], one["processes"]) == (2, 1)
+    # 16 queries per batch: 40 queries = 3 batches per epoch; 2 epochs = 6 batches, 2 per step
+    assert two["steps"] == one["steps"] == 3
+    a, b = load_file(str(tmp_path / "two" / "model.safetensors")), load_file(str(tmp_path / "one" / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=1e-6), key
+    logs = [[json.loads(line) for line in (tmp_path / f"{name}.run" / "training_log.jsonl").read_text(encoding="utf-8").splitlines()]
+            for name in ("two", "one")]
+    assert [r["step"] for r in logs[0]] == [r["step"] for r in logs[1]] == [1, 2, 3]
+    for r2, r1 in zip(*logs):
+        assert r2["loss"] == pytest.approx(r1["loss"], abs=1e-5) and r2["accuracy"] == pytest.approx(r1["accuracy"], abs=1e-6)
+        assert r2["learning_rate"] == r1["learning_rate"] and r2["grad_norm"] == pytest.approx(r1["grad_norm"], rel=1e-4)
+
+
 # -- validation -----------------------------------------------------------------------------
 def test_unknown_ids_warn_and_are_dropped(tiny_bert_model):
     qrels = {**SMALL_QRELS, "q1": {"d1": 1, "nope": 1}, "ghost": {"d2": 1, "gone": 1}}
@@ -289,7 +541,7 @@ def test_no_training_pairs_is_an_error(tiny_bert_model):
     with pytest.raises(TextMatchError, match="no training pairs"):
         RetrievalTrainer(tiny_bert_model, args(), SMALL_QUERIES, SMALL_CORPUS, {"q1": {"d1": 0}})
     with pytest.raises(TextMatchError, match="nothing to contrast"):
-        RetrievalTrainer(tiny_bert_model, args(batch_size=1, hard_negatives=0), SMALL_QUERIES, SMALL_CORPUS, SMALL_QRELS)
+        RetrievalTrainer(tiny_bert_model, args(per_device_train_batch_size=1, hard_negatives=0), SMALL_QUERIES, SMALL_CORPUS, SMALL_QRELS)
     with pytest.raises(TextMatchError, match="mapping"):
         RetrievalTrainer(tiny_bert_model, args(), list(SMALL_QUERIES), SMALL_CORPUS, SMALL_QRELS)
 
@@ -297,26 +549,32 @@ def test_no_training_pairs_is_an_error(tiny_bert_model):
 @pytest.mark.parametrize(
     "field, value",
     [
-        ("num_epochs", 0),
+        ("num_train_epochs", 0),
+        ("num_train_epochs", float("nan")),
         ("max_steps", 0),
-        ("batch_size", 0),
+        ("max_steps", -2),
+        ("max_steps", 1.5),
+        ("per_device_train_batch_size", 0),
         ("learning_rate", 0.0),
         ("weight_decay", -1.0),
-        ("warmup_ratio", 1.0),
+        ("warmup_steps", -0.5),
         ("max_grad_norm", 0.0),
         ("hard_negatives", -1),
         ("query_max_length", 1),
         ("doc_max_length", 0),
         ("encode_batch_size", 0),
-        ("device", "tpu"),
     ],
 )
 def test_invalid_arguments(field, value):
-    with pytest.raises(TextMatchError, match=field if field != "device" else "device must be"):
+    with pytest.raises(TextMatchError, match=rf"RetrievalTrainingArguments\.{field} must be"):
         RetrievalTrainingArguments(**{field: value})
 
 
-def test_arguments_round_trip():
-    a = RetrievalTrainingArguments(max_steps=7, hard_negatives=3)
-    assert RetrievalTrainingArguments.from_dict(a.to_dict()) == a
-    assert RetrievalTrainingArguments().to_dict()["doc_max_length"] == 256
+def test_arguments_defaults_and_recipe():
+    a = RetrievalTrainingArguments()
+    assert (a.num_train_epochs, a.max_steps, a.per_device_train_batch_size) == (1, -1, 16)
+    assert (a.hard_negatives, a.query_max_length, a.doc_max_length, a.learning_rate) == (1, 64, 256, 2e-5)
+    assert a.to_dict()["doc_max_length"] == 256
+    recipe = RetrievalTrainingArguments(max_steps=7, hard_negatives=3).recipe(RECIPE_FIELDS)
+    assert recipe["max_steps"] == 7 and recipe["hard_negatives"] == 3 and recipe["per_device_train_batch_size"] == 16
+    assert "output_dir" not in recipe and "use_cpu" not in recipe

@@ -278,6 +278,7 @@ class Trainer(MatchingTrainerBase):
             e_way, e_k, e_q = episode_shape(self.eval_data[1], None, args.k_shot, args.q_query)
             self.eval_shape = (min(n_way, e_way), e_k, e_q)
             EpisodeSampler(self.eval_data, *self.eval_shape, seed=args.seed)  # the validation data fits its shape
+        self.train_dataset_name = train_dataset_name or infer_dataset_name(train_dataset)
         own = self.own_copy(args, eval_strategy="steps" if self.eval_data is not None else "no")
         per_step = own.per_device_train_batch_size * own.gradient_accumulation_steps * own.world_size
         card_args = own.recipe(RECIPE_FIELDS)
@@ -290,7 +291,7 @@ class Trainer(MatchingTrainerBase):
             EpisodeCollator(model, own.encode_batch_size, own.label_smoothing_factor),
             card_args,
             eval_dataset=self.eval_data,
-            dataset_name=train_dataset_name or infer_dataset_name(train_dataset),
+            dataset_name=self.train_dataset_name,
             callbacks=[self.early_stopping, *(callbacks or [])],
         )
 

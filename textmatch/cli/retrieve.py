@@ -14,7 +14,11 @@ from ..hub import DEFAULT_MODEL
 from ..retrieval import IndexConfig, Retriever, evaluate_retrieval, load_beir
 from ..retrieval.bm25 import BM25Index, mine_hard_negatives
 from ..retrieval.retriever import FUSIONS, MODES
-from ..retrieval.training import RetrievalTrainer, RetrievalTrainingArguments
+from ..retrieval.training import (
+    RECIPE_FIELDS,
+    RetrievalTrainer,
+    RetrievalTrainingArguments,
+)
 from ..retrieval.vector_index import INDEX_KINDS
 from .common import (
     EXIT_OK,
@@ -24,6 +28,7 @@ from .common import (
     emit_json,
     load_model,
     read_lines_or,
+    training_runtime,
 )
 
 
@@ -92,7 +97,8 @@ def add_parsers(sub: Any) -> None:
 
 
 def cmd_train_retrieval(args: argparse.Namespace) -> int:
-    """`train --data BEIR_DIR`: the matching loss on (query, relevant document) pairs."""
+    """`train --data BEIR_DIR`: the matching loss on (query, relevant document) pairs. Under
+    torchrun / accelerate launch every process trains; the main process saves and reports."""
     if args.hard_negatives < 0:
         raise TextMatchError(f"--hard-negatives must be >= 0, got {args.hard_negatives}")
     data = load_beir(args.data, split=args.split or "train")
@@ -105,20 +111,21 @@ def cmd_train_retrieval(args: argparse.Namespace) -> int:
         negatives = mine_hard_negatives(bm25, queries, data.qrels, n=args.hard_negatives)
     given = {"learning_rate": args.learning_rate, "seed": args.seed, "max_steps": args.max_steps}
     training_args = RetrievalTrainingArguments(
-        output_dir=args.output,
-        num_epochs=args.epochs,
-        encode_batch_size=args.batch_size,
-        device=args.device or "auto",
-        show_progress_bar=not args.no_progress,
+        **training_runtime(args),
+        num_train_epochs=args.epochs,
         **{k: v for k, v in given.items() if v is not None},
     )
     model = load_model(args)
     model.check_save_directory(args.output)  # fail now, not after training
-    result = RetrievalTrainer(model, training_args, queries, corpus, data.qrels, hard_negatives=negatives).train()
+    trainer = RetrievalTrainer(model, training_args, queries, corpus, data.qrels, hard_negatives=negatives)
+    result = trainer.train(resume_from_checkpoint=True if args.resume else None)
+    if not trainer.is_world_process_zero():  # under torchrun / accelerate launch the main process saves and reports
+        return EXIT_OK
     model.save_pretrained(args.output)
-    summary = {"output": args.output, "steps": result.global_step, "training_loss": result.training_loss,
-               "train_seconds": round(result.train_runtime, 1), "n_queries": len(data.qrels),
-               "hard_negatives": args.hard_negatives, "arguments": training_args.to_dict()}
+    summary = {"output": args.output, "run_dir": training_args.output_dir, "steps": result.global_step,
+               "training_loss": result.training_loss, "train_seconds": round(result.train_runtime, 1),
+               "n_queries": len(data.qrels), "hard_negatives": args.hard_negatives,
+               "processes": training_args.world_size, "arguments": training_args.recipe(RECIPE_FIELDS)}
     if args.json:
         emit_json(summary)
     else:

@@ -680,7 +680,7 @@ class MatchingNetwork(nn.Module):
         except RuntimeError as exc:
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise TextMatchError(
-                f"{path} does not match this model's architecture ({first}); save the model again"
+                f"{path} does not match the architecture of the model it is loaded into ({first}); save the model again"
             ) from None
         self.reset_backend()  # the weights changed: ONNX exports are redone on next use
 

@@ -73,6 +73,11 @@ class OptimizationArguments(transformers.TrainingArguments):
 
     def __post_init__(self) -> None:
         self.writes_log = self.output_dir is not None  # library use without output_dir writes no files
+        if self.output_dir is None and str(getattr(self.save_strategy, "value", self.save_strategy)) != "no":
+            raise TextMatchError(
+                f"{type(self).__name__}: save_strategy={self.save_strategy!r} writes checkpoints: give output_dir "
+                "(the run folder they go to)"
+            )
         if self.show_progress_bar is not None:
             self.disable_tqdm = not self.show_progress_bar
         if self.push_to_hub:

@@ -60,6 +60,13 @@ class MatchingTrainerBase(transformers.Trainer):
         self._accuracy_sum = 0.0
         self._accuracy_count = 0
         self.log_callback = JsonlLogCallback(self.log_order)
+        if args.n_gpu > 1:  # Hugging Face would wrap the model in nn.DataParallel, which cannot split episodes
+            raise TextMatchError(
+                f"{args.n_gpu} GPUs are visible to one process: run one process per GPU with torchrun or accelerate "
+                "launch (see the README), or pick one GPU with CUDA_VISIBLE_DEVICES=0"
+            )
+        run_folder = Path(args.output_dir)
+        existed = run_folder.exists()
         super().__init__(
             model=model,
             args=args,
@@ -68,6 +75,8 @@ class MatchingTrainerBase(transformers.Trainer):
             eval_dataset=eval_dataset,
             callbacks=[*(callbacks or []), self.log_callback, ModelCardCallback(model.model_card_data, card_args, dataset_name)],
         )
+        if not args.writes_log and not existed and run_folder.is_dir() and not any(run_folder.iterdir()):
+            run_folder.rmdir()  # no output_dir given: Hugging Face made its default folder, which stays unused
         self.model_accepts_loss_kwargs = False  # the loss is a per-batch mean: HF divides it by the accumulation
         self.remove_callback(ProgressCallback)  # it prints every log dict; ours shows loss and accuracy
         self.remove_callback(PrinterCallback)

@@ -1,4 +1,5 @@
-"""Training a MatchingNetwork for retrieval on (query, relevant document) pairs.
+"""Training a MatchingNetwork for retrieval on (query, relevant document) pairs, on Hugging
+Face's Trainer (textmatch.core.trainer_base).
 
 The matching loss of Vinyals et al. 2016 with each document its own class: for a batch of B
 queries the support set S is the batch's positive documents (each query's positive is a
@@ -15,90 +16,230 @@ inference `model.encode(queries, role="query")` and `model.encode(docs, role="su
 
 Hard negatives come from the caller as {query_id: [doc_id, ...]} (for instance from a BM25
 miner); `hard_negatives=n` in the arguments draws n of each query's list per epoch.
+
+Data order: the training run is unrolled into a sequence of batches. Epoch e (1-based)
+shuffles the training queries with `random.Random(f"{seed}:{e}")` and cuts them into
+ceil(n_queries / B) batches (the last one may be smaller; a batch never spans two epochs);
+batch i of the run is batch i % steps_per_epoch of epoch i // steps_per_epoch + 1, so it
+depends only on (seed, i), and a resumed run trains on the batches an uninterrupted one would.
+Under torchrun / accelerate launch with W processes and gradient_accumulation_steps G, one
+optimizer step takes W * G consecutive batches, process r the batches r, r + W, ... of them
+(Accelerate's sharding), and DDP averages the gradients. In-batch negatives are per process:
+a query's softmax runs over its own process's batch, not over the documents of all ranks.
 """
 
 from __future__ import annotations
 
-import copy
-import json
+import math
 import random
-import sys
-import time
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
+from torch import nn
+from transformers import TrainerCallback
 
-from ..core import matching
-from ..core import optimization as optim
-from ..core.card_data import EXCLUDED_TRAINING_ARGS
-from ..core.modeling import MatchingNetwork
+from ..core.modeling import MatchingNetwork, tokenize_chunks
 from ..core.optimization import OptimizationArguments, TrainOutput, is_int
+from ..core.trainer_base import MatchingTrainerBase
 from ..errors import TextMatchError
-from ..files import AtomicFile
 
 
 @dataclass
 class RetrievalTrainingArguments(OptimizationArguments):
-    """Settings of retrieval training.
+    """Settings of retrieval training: Hugging Face's TrainingArguments (see
+    `OptimizationArguments` for textmatch's defaults and fields) and these fields.
 
-    num_epochs: passes over the training queries; max_steps: when set, the number of steps
-    (epochs repeat as needed) instead. batch_size: queries per step (their positives are each
-    other's in-batch negatives). hard_negatives: hard negatives per query per step, drawn
-    from the mapping given to the trainer (0: in-batch negatives only). query_max_length /
-    doc_max_length: tokens kept per query / document while training (at most the encoder's
-    own limit). encode_batch_size: texts per encoder forward pass. AdamW with linear warm-up
-    over `warmup_ratio` of the steps then linear decay to 0, gradient clipping at
-    `max_grad_norm`; the encoders train at `learning_rate`, a learned temperature (if any) at
-    `head_learning_rate`.
+    num_train_epochs: passes over the training queries (default 1; a fraction trains on the
+        first batches of the last epoch).
+    max_steps: when > 0, the number of optimizer steps instead (epochs repeat as needed);
+        -1 (the default): from num_train_epochs.
+    per_device_train_batch_size: queries per batch and process (default 16): their positives
+        are each other's in-batch negatives. Under torchrun / accelerate launch each process
+        trains on its own batches and its queries are contrasted with its own batch only
+        (negatives are not gathered across processes).
+    hard_negatives: hard negatives per query per epoch, drawn from the mapping given to the
+        trainer (0: in-batch negatives only).
+    query_max_length / doc_max_length: tokens kept per query / document while training (at most
+        the encoder's own limit).
+    learning_rate: the encoders' rate (default 2e-5); a learned temperature trains at
+        `head_learning_rate`.
+    encode_batch_size: texts per encoder forward pass (a batch's queries, and its documents,
+        are encoded in length-sorted chunks of this size).
+
+    The schedule is Hugging Face's (`lr_scheduler_type`, default linear): warm-up over
+    `warmup_steps` (a ratio when < 1, default 0.1 of the steps), then linear decay to 0;
+    gradients clipped at `max_grad_norm`.
     """
 
     learning_rate: float = 2e-5
-    num_epochs: int = 1
-    max_steps: int | None = None
-    batch_size: int = 16
+    num_train_epochs: float = 1
+    per_device_train_batch_size: int = 16
     hard_negatives: int = 1
     query_max_length: int = 64
     doc_max_length: int = 256
-    encode_batch_size: int = 32
 
     def __post_init__(self) -> None:
+        epochs = self.num_train_epochs
         self.validate([
-            ("num_epochs", is_int(self.num_epochs) and self.num_epochs >= 1, "an integer >= 1"),
-            ("max_steps", self.max_steps is None or (is_int(self.max_steps) and self.max_steps >= 1), "an integer >= 1 or None"),
-            ("batch_size", is_int(self.batch_size) and self.batch_size >= 1, "an integer >= 1"),
+            ("num_train_epochs", isinstance(epochs, (int, float)) and not isinstance(epochs, bool)
+             and math.isfinite(epochs) and epochs > 0, "a finite number > 0"),
+            ("max_steps", is_int(self.max_steps) and (self.max_steps == -1 or self.max_steps >= 1),
+             "an integer >= 1, or -1 to train for num_train_epochs"),
+            ("per_device_train_batch_size", is_int(self.per_device_train_batch_size) and self.per_device_train_batch_size >= 1,
+             "an integer >= 1"),
             ("hard_negatives", is_int(self.hard_negatives) and self.hard_negatives >= 0, "an integer >= 0"),
             ("query_max_length", is_int(self.query_max_length) and self.query_max_length >= 2, "an integer >= 2"),
             ("doc_max_length", is_int(self.doc_max_length) and self.doc_max_length >= 2, "an integer >= 2"),
-            ("encode_batch_size", is_int(self.encode_batch_size) and self.encode_batch_size >= 1, "an integer >= 1"),
         ])
+        super().__post_init__()
+
+
+# The fields of RetrievalTrainingArguments the model card records (with OptimizationArguments'
+# RECIPE_HF_ARGS: learning rate, batch size, seed, ...).
+RECIPE_FIELDS = ("num_train_epochs", "max_steps", "hard_negatives", "query_max_length", "doc_max_length", "head_learning_rate")
 
 
 @dataclass
 class RetrievalBatch:
-    """One training step: query ids, the positive drawn for each, and each query's hard negatives."""
+    """One batch: query ids, the positive drawn for each, each query's hard negatives, and the
+    (1-based) epoch the batch belongs to."""
 
     query_ids: list[str]
     positive_ids: list[str]
     negative_ids: list[list[str]]
+    epoch: int = 1
 
 
-class RetrievalTrainer:
-    """Fine-tunes f' and g' of a MatchingNetwork on (query, relevant document) pairs.
+def support_set(
+    positives: Mapping[str, Sequence[str]],
+    query_ids: Sequence[str],
+    positive_ids: Sequence[str],
+    negative_ids: Sequence[Sequence[str]] | None = None,
+) -> tuple[list[str], torch.Tensor, torch.Tensor]:
+    """The batch's support set and what each query may attend to (`positives`: each query's
+    relevant documents). Returns doc_ids (the batch's positives, then its hard negatives, each
+    document once), targets (n_query,): the index of each query's positive in doc_ids, and mask
+    (n_query, n_docs): True where a document is relevant to the query but is not its target
+    (left out of its softmax)."""
+    if len(query_ids) != len(positive_ids):
+        raise TextMatchError(f"{len(query_ids)} query ids but {len(positive_ids)} positives")
+    negative_ids = negative_ids if negative_ids is not None else [[] for _ in query_ids]
+    if len(negative_ids) != len(query_ids):
+        raise TextMatchError(f"{len(query_ids)} query ids but {len(negative_ids)} lists of negatives")
+    index: dict[str, int] = {}
+    for did in list(positive_ids) + [d for negs in negative_ids for d in negs]:
+        index.setdefault(did, len(index))
+    doc_ids = list(index)
+    targets = torch.tensor([index[d] for d in positive_ids], dtype=torch.long)
+    mask = torch.zeros(len(query_ids), len(doc_ids), dtype=torch.bool)
+    for i, qid in enumerate(query_ids):
+        for did in positives.get(qid, ()):
+            j = index.get(did)
+            if j is not None and j != int(targets[i]):
+                mask[i, j] = True
+    return doc_ids, targets, mask
+
+
+class RetrievalBatchDataset(torch.utils.data.Dataset):
+    """Item i = batch i of the unrolled training run (see the module docstring): the
+    (i % steps_per_epoch)-th batch of epoch i // steps_per_epoch + 1, whose batches
+    `draw(epoch)` returns. The last epoch drawn is kept."""
+
+    def __init__(self, draw: Callable[[int], list[RetrievalBatch]], steps_per_epoch: int, length: int) -> None:
+        self.draw = draw
+        self.steps_per_epoch = steps_per_epoch
+        self.length = length
+        self._epoch: int | None = None
+        self._batches: list[RetrievalBatch] = []
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> RetrievalBatch:
+        if not 0 <= index < self.length:
+            raise IndexError(f"batch {index} of a run of {self.length}")
+        epoch = index // self.steps_per_epoch + 1
+        if epoch != self._epoch:
+            self._batches, self._epoch = self.draw(epoch), epoch
+        return self._batches[index % self.steps_per_epoch]
+
+
+class RetrievalCollator:
+    """Tokenises one batch (the dataloader's batch size is 1 batch): its queries with f's
+    tokenizer cut at `query_max_length` tokens, its support set (`support_set`) with g's cut at
+    `doc_max_length`, each sorted by length in chunks of `encode_batch_size`."""
+
+    def __init__(
+        self,
+        model: MatchingNetwork,
+        queries: Mapping[str, str],
+        corpus: Mapping[str, str],
+        positives: Mapping[str, Sequence[str]],
+        query_max_length: int,
+        doc_max_length: int,
+        encode_batch_size: int,
+    ) -> None:
+        self.query_encoder = model.query_encoder
+        self.support_encoder = model.support_encoder
+        self.queries = queries
+        self.corpus = corpus
+        self.positives = positives
+        self.query_max_length = query_max_length
+        self.doc_max_length = doc_max_length
+        self.encode_batch_size = encode_batch_size
+
+    def collate(
+        self, query_ids: Sequence[str], positive_ids: Sequence[str], negative_ids: Sequence[Sequence[str]] | None = None
+    ) -> tuple[dict[str, Any], list[str]]:
+        """-> (the keyword arguments of MatchingNetwork.forward (objectives.retrieval_loss), doc_ids)."""
+        doc_ids, targets, mask = support_set(self.positives, query_ids, positive_ids, negative_ids)
+        with self.query_encoder.truncated_to(self.query_max_length):
+            queries = tokenize_chunks(self.query_encoder, [self.queries[q] for q in query_ids], self.encode_batch_size)
+        with self.support_encoder.truncated_to(self.doc_max_length):
+            documents = tokenize_chunks(self.support_encoder, [self.corpus[d] for d in doc_ids], self.encode_batch_size)
+        inputs = {"objective": "retrieval", "queries": queries, "documents": documents, "targets": targets, "mask": mask}
+        return inputs, doc_ids
+
+    def __call__(self, items: list[RetrievalBatch]) -> dict[str, Any]:
+        """-> the keyword arguments of MatchingNetwork.forward, and "epoch": the batch's epoch
+        (the trainer takes it out before the forward pass)."""
+        if len(items) != 1:
+            raise TextMatchError(f"RetrievalCollator takes one batch at a time, got {len(items)}")
+        batch = items[0]
+        inputs, _ = self.collate(batch.query_ids, batch.positive_ids, batch.negative_ids)
+        inputs["epoch"] = batch.epoch
+        return inputs
+
+
+class RetrievalTrainer(MatchingTrainerBase):
+    """Fine-tunes f' and g' of a MatchingNetwork on (query, relevant document) pairs, on
+    Hugging Face's Trainer.
 
     queries: {query_id: text}; corpus: {doc_id: text} (e.g. title + " " + text);
     qrels: {query_id: {doc_id: score}}, score > 0 = relevant (others are ignored);
     hard_negatives: {query_id: [doc_id, ...]}, best first, or None for in-batch negatives only.
     Qrels or hard negatives naming unknown ids are dropped with a warning that counts them.
     A query's own relevant documents are never used as its hard negatives.
+    train_dataset_name: what the model card names the training data. callbacks: more Hugging
+    Face TrainerCallbacks.
 
     Only the base encoders (and a learned temperature) are trained: retrieval embeds queries
     and documents one by one, so Full Context Embedding layers, if the model has them, are
     left as they are.
+
+    `train(resume_from_checkpoint=...)` returns a TrainOutput; `log_history` holds one record
+    per step (as `output_dir/training_log.jsonl`): step, epoch (of the step's batch, 1-based),
+    loss, accuracy (of the queries' top document), support_size (documents in the batch),
+    learning_rate (the rate the step used), grad_norm (before clipping), temperature. With
+    gradient accumulation or several processes, loss and accuracy are means over the step's
+    batches, epoch and support_size those of the main process's last batch of the step.
     """
+
+    log_order = ("epoch", "loss", "accuracy", "support_size", "learning_rate", "grad_norm", "temperature")
+    progress_unit = "step"
 
     def __init__(
         self,
@@ -108,6 +249,8 @@ class RetrievalTrainer:
         corpus: Mapping[str, str] | None = None,
         qrels: Mapping[str, Mapping[str, int]] | None = None,
         hard_negatives: Mapping[str, Sequence[str]] | None = None,
+        train_dataset_name: str | None = None,
+        callbacks: list[TrainerCallback] | None = None,
     ) -> None:
         if not isinstance(model, MatchingNetwork):
             raise TextMatchError(f"RetrievalTrainer needs a MatchingNetwork, got {type(model).__name__}")
@@ -117,24 +260,60 @@ class RetrievalTrainer:
                     f"RetrievalTrainer needs `{name}` as a mapping of ids ({name} = {type(value).__name__}); "
                     "see load_beir for reading a BEIR folder"
                 )
-        self.model = model
-        self.args = args or RetrievalTrainingArguments()
+        args = args if args is not None else RetrievalTrainingArguments()
+        if not isinstance(args, RetrievalTrainingArguments):
+            raise TextMatchError(f"RetrievalTrainer needs RetrievalTrainingArguments, got {type(args).__name__}")
         self.queries: Mapping[str, str] = queries  # type: ignore[assignment]
         self.corpus: Mapping[str, str] = corpus  # type: ignore[assignment]
-        self.log_history: list[dict[str, Any]] = []
         if model.config.fce:
             warnings.warn(
                 "retrieval training updates f' and g' only; the model's FCE layers are not used and stay as they are",
                 UserWarning,
                 stacklevel=2,
             )
+        self.positives = self._training_pairs(qrels)  # type: ignore[arg-type]
+        self.query_ids: list[str] = list(self.positives)
+        self.hard_negatives = self._hard_negatives(hard_negatives, args.hard_negatives)
+        self.batch_size: int = args.per_device_train_batch_size
+        self.n_hard_negatives: int = args.hard_negatives
+        self.seed: int = args.seed
+        if self.batch_size < 2 and not (self.n_hard_negatives and self.hard_negatives):
+            raise TextMatchError(
+                "per_device_train_batch_size 1 without hard negatives leaves nothing to contrast (the loss is 0): "
+                "use per_device_train_batch_size >= 2 or give hard negatives"
+            )
 
-        # Training pairs: every query with at least one relevant document, both ids known.
-        self.positives: dict[str, list[str]] = {}
+        per_step = args.world_size * args.gradient_accumulation_steps  # batches per optimizer step
+        if args.max_steps > 0:
+            total_steps = args.max_steps
+        else:  # the epsilon keeps 0.3 * 10 batches at 3 steps, not 4
+            total_steps = max(1, math.ceil(args.num_train_epochs * self.steps_per_epoch / per_step - 1e-9))
+        own = self.own_copy(args, max_steps=total_steps, eval_strategy="no")
+        self.collator = RetrievalCollator(
+            model, self.queries, self.corpus, self.positives, own.query_max_length, own.doc_max_length, own.encode_batch_size
+        )
+        card_args = own.recipe(RECIPE_FIELDS)
+        card_args["objective"] = "retrieval"
+        self._batch_epoch: int | None = None
+        self._support_size: int | None = None
+        super().__init__(
+            model,
+            own,
+            RetrievalBatchDataset(self._draw_epoch, self.steps_per_epoch, total_steps * per_step),
+            self.collator,
+            card_args,
+            dataset_name=train_dataset_name,
+            callbacks=callbacks,
+        )
+
+    # -- the training data ------------------------------------------------------------------
+    def _training_pairs(self, qrels: Mapping[str, Mapping[str, int]]) -> dict[str, list[str]]:
+        """Every query with at least one relevant document, both ids known."""
+        positives: dict[str, list[str]] = {}
         unknown_queries: set[str] = set()
         unknown_docs: set[str] = set()
         dropped_pairs = 0
-        for qid, docs in qrels.items():  # type: ignore[union-attr]
+        for qid, docs in qrels.items():
             for did, score in docs.items():
                 if score is None or score <= 0:
                     continue
@@ -145,221 +324,184 @@ class RetrievalTrainer:
                     if did not in self.corpus:
                         unknown_docs.add(did)
                     continue
-                self.positives.setdefault(qid, []).append(did)
+                positives.setdefault(qid, []).append(did)
         if dropped_pairs:
             warnings.warn(
                 f"qrels: dropped {dropped_pairs} relevant pair(s) naming {len(unknown_queries)} unknown query id(s) "
                 f"(e.g. {sorted(unknown_queries)[:3]}) and {len(unknown_docs)} unknown doc id(s) "
                 f"(e.g. {sorted(unknown_docs)[:3]}); check that queries, corpus and qrels belong together",
                 UserWarning,
-                stacklevel=2,
+                stacklevel=3,
             )
-        if not self.positives:
+        if not positives:
             raise TextMatchError(
                 "no training pairs: the qrels name no (query, document) pair with score > 0 whose query is in "
                 "`queries` and whose document is in `corpus`"
             )
-        self.query_ids: list[str] = list(self.positives)
+        return positives
 
-        # Hard negatives: known docs only, never one of the query's own positives.
-        self.hard_negatives: dict[str, list[str]] = {}
-        if hard_negatives is not None:
-            if not isinstance(hard_negatives, Mapping):
-                raise TextMatchError(
-                    f"hard_negatives must map query ids to lists of doc ids, got {type(hard_negatives).__name__}"
-                )
-            if self.args.hard_negatives == 0:
-                warnings.warn(
-                    "hard negatives were given but args.hard_negatives is 0: they are not used "
-                    "(set hard_negatives=n to draw n per query)",
-                    UserWarning,
-                    stacklevel=2,
-                )
-            unknown = 0
-            for qid, dids in hard_negatives.items():
-                if isinstance(dids, str):
-                    raise TextMatchError(f"hard_negatives[{qid!r}] must be a list of doc ids, got a string")
-                if qid not in self.positives:
-                    continue
-                own = set(self.positives[qid])
-                kept: list[str] = []
-                for did in dids:
-                    if did not in self.corpus:
-                        unknown += 1
-                    elif did not in own and did not in kept:
-                        kept.append(did)
-                if kept:
-                    self.hard_negatives[qid] = kept
-            if unknown:
-                warnings.warn(
-                    f"hard_negatives: dropped {unknown} doc id(s) that are not in the corpus", UserWarning, stacklevel=2
-                )
-        if self.args.batch_size < 2 and not (self.args.hard_negatives and self.hard_negatives):
-            raise TextMatchError(
-                "batch_size 1 without hard negatives leaves nothing to contrast (the loss is 0): "
-                "use batch_size >= 2 or give hard negatives"
+    def _hard_negatives(self, hard_negatives: Mapping[str, Sequence[str]] | None, n_per_query: int) -> dict[str, list[str]]:
+        """Known docs only, never one of the query's own positives."""
+        kept_negatives: dict[str, list[str]] = {}
+        if hard_negatives is None:
+            return kept_negatives
+        if not isinstance(hard_negatives, Mapping):
+            raise TextMatchError(f"hard_negatives must map query ids to lists of doc ids, got {type(hard_negatives).__name__}")
+        if n_per_query == 0:
+            warnings.warn(
+                "hard negatives were given but args.hard_negatives is 0: they are not used "
+                "(set hard_negatives=n to draw n per query)",
+                UserWarning,
+                stacklevel=3,
             )
+        unknown = 0
+        for qid, dids in hard_negatives.items():
+            if isinstance(dids, str):
+                raise TextMatchError(f"hard_negatives[{qid!r}] must be a list of doc ids, got a string")
+            if qid not in self.positives:
+                continue
+            own = set(self.positives[qid])
+            kept: list[str] = []
+            for did in dids:
+                if did not in self.corpus:
+                    unknown += 1
+                elif did not in own and did not in kept:
+                    kept.append(did)
+            if kept:
+                kept_negatives[qid] = kept
+        if unknown:
+            warnings.warn(f"hard_negatives: dropped {unknown} doc id(s) that are not in the corpus", UserWarning, stacklevel=3)
+        return kept_negatives
 
-    # -- batches ----------------------------------------------------------------------------
     @property
     def steps_per_epoch(self) -> int:
-        return -(-len(self.query_ids) // self.args.batch_size)
+        """Batches per epoch: ceil(training queries / per_device_train_batch_size). (An optimizer
+        step takes processes * gradient_accumulation_steps of them.)"""
+        return -(-len(self.query_ids) // self.batch_size)
 
     @property
     def total_steps(self) -> int:
-        return self.args.max_steps or self.args.num_epochs * self.steps_per_epoch
+        """Optimizer steps of the run (`max_steps` when > 0, else from num_train_epochs)."""
+        return int(self.args.max_steps)
 
-    def epoch_batches(self, rng: random.Random) -> list[RetrievalBatch]:
+    def epoch_batches(self, rng: random.Random, epoch: int = 1) -> list[RetrievalBatch]:
         """One epoch: the training queries shuffled into batches, each with one of its positives
-        and up to `args.hard_negatives` of its hard negatives drawn at random."""
+        and up to `hard_negatives` of its hard negatives drawn at random."""
         order = list(self.query_ids)
         rng.shuffle(order)
-        n_neg = self.args.hard_negatives
+        n_neg = self.n_hard_negatives
         batches = []
-        for start in range(0, len(order), self.args.batch_size):
-            qids = order[start : start + self.args.batch_size]
+        for start in range(0, len(order), self.batch_size):
+            qids = order[start : start + self.batch_size]
             positives = [rng.choice(self.positives[q]) for q in qids]
             negatives = []
             for q in qids:
                 pool = self.hard_negatives.get(q, []) if n_neg else []
                 negatives.append(rng.sample(pool, min(n_neg, len(pool))))
-            batches.append(RetrievalBatch(qids, positives, negatives))
+            batches.append(RetrievalBatch(qids, positives, negatives, epoch))
         return batches
+
+    def _draw_epoch(self, epoch: int) -> list[RetrievalBatch]:
+        return self.epoch_batches(random.Random(f"{self.seed}:{epoch}"), epoch)
 
     def support_set(
         self, query_ids: Sequence[str], positive_ids: Sequence[str], negative_ids: Sequence[Sequence[str]] | None = None
     ) -> tuple[list[str], torch.Tensor, torch.Tensor]:
-        """The batch's support set and what each query may attend to.
-
-        Returns doc_ids (the batch's positives, then its hard negatives, each document once),
-        targets (n_query,): the index of each query's positive in doc_ids, and mask
-        (n_query, n_docs): True where a document is relevant to the query but is not its target
-        (left out of its softmax).
-        """
-        if len(query_ids) != len(positive_ids):
-            raise TextMatchError(f"{len(query_ids)} query ids but {len(positive_ids)} positives")
-        negative_ids = negative_ids if negative_ids is not None else [[] for _ in query_ids]
-        if len(negative_ids) != len(query_ids):
-            raise TextMatchError(f"{len(query_ids)} query ids but {len(negative_ids)} lists of negatives")
-        index: dict[str, int] = {}
-        for did in list(positive_ids) + [d for negs in negative_ids for d in negs]:
-            index.setdefault(did, len(index))
-        doc_ids = list(index)
-        targets = torch.tensor([index[d] for d in positive_ids], dtype=torch.long)
-        mask = torch.zeros(len(query_ids), len(doc_ids), dtype=torch.bool)
-        for i, qid in enumerate(query_ids):
-            for did in self.positives.get(qid, ()):
-                j = index.get(did)
-                if j is not None and j != int(targets[i]):
-                    mask[i, j] = True
-        return doc_ids, targets, mask
+        """The batch's support set: `support_set` with this trainer's relevant documents."""
+        return support_set(self.positives, query_ids, positive_ids, negative_ids)
 
     # -- the loss ---------------------------------------------------------------------------
+    def batch_outputs(
+        self, query_ids: Sequence[str], positive_ids: Sequence[str], negative_ids: Sequence[Sequence[str]] | None = None
+    ) -> tuple[dict[str, torch.Tensor], list[str]]:
+        """The training objective on one batch, as a step computes it (the collator, then
+        `model(objective="retrieval", ...)`): ({"loss", "logits", "targets"}, doc_ids)."""
+        inputs, doc_ids = self.collator.collate(query_ids, positive_ids, negative_ids)
+        model = self.matching_model
+        inputs["targets"] = inputs["targets"].to(model.device)
+        inputs["mask"] = inputs["mask"].to(model.device)
+        return model(**inputs), doc_ids
+
     def batch_logits(
         self, query_ids: Sequence[str], positive_ids: Sequence[str], negative_ids: Sequence[Sequence[str]] | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
         """Attention logits cos(f(q), g(d)) / tau over the batch's support set, with each query's
         other relevant documents masked to -inf: (logits (n_query, n_docs), targets, doc_ids).
         Gradients flow when grad mode is on; the model's train / eval mode is left as it is."""
-        model, args = self.model, self.args
-        doc_ids, targets, mask = self.support_set(query_ids, positive_ids, negative_ids)
-        with model.query_encoder.truncated_to(args.query_max_length):
-            f = model.embed(model.query_encoder, [self.queries[q] for q in query_ids], args.encode_batch_size)
-        with model.support_encoder.truncated_to(args.doc_max_length):
-            g = model.embed(model.support_encoder, [self.corpus[d] for d in doc_ids], args.encode_batch_size)
-        logits = matching.attention_logits(f, g, model.temperature, model.config.metric)  # type: ignore[arg-type]
-        logits = logits.masked_fill(mask.to(logits.device), float("-inf"))  # (n_query, n_docs)
-        return logits, targets.to(logits.device), doc_ids
+        outputs, doc_ids = self.batch_outputs(query_ids, positive_ids, negative_ids)
+        return outputs["logits"], outputs["targets"], doc_ids
 
-    def compute_loss(
+    def batch_loss(
         self, query_ids: Sequence[str], positive_ids: Sequence[str], negative_ids: Sequence[Sequence[str]] | None = None
     ) -> torch.Tensor:
         """Mean -log P(positive | query, S) over the batch (eq. 2, each document its own class)."""
-        logits, targets, _ = self.batch_logits(query_ids, positive_ids, negative_ids)
-        return matching.matching_nll(logits.log_softmax(dim=-1), targets)
+        return self.batch_outputs(query_ids, positive_ids, negative_ids)[0]["loss"]
+
+    # -- the Trainer's hooks ----------------------------------------------------------------
+    def get_train_dataloader(self) -> torch.utils.data.DataLoader:
+        """One item (one whole batch of queries) per dataloader batch; Hugging Face's
+        bookkeeping keeps per_device_train_batch_size (queries) as its batch size."""
+        if self.train_dataset is None:
+            raise TextMatchError("RetrievalTrainer has no training batches")
+        return self._get_dataloader(
+            dataset=self.train_dataset,
+            description="Training",
+            batch_size=1,
+            sampler_fn=torch.utils.data.SequentialSampler,  # batch i trained at step i // (processes * accumulation)
+            is_training=True,
+        )
+
+    def compute_loss(self, model: nn.Module, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None) -> Any:
+        inputs = dict(inputs)
+        epoch = inputs.pop("epoch", None)  # the batch's epoch, for the log; not an argument of forward
+        if epoch is not None:
+            self._batch_epoch = int(epoch)
+        return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
+    def note_batch(self, inputs: dict[str, Any], outputs: dict[str, Any]) -> None:
+        self._support_size = int(inputs["mask"].shape[1])
+
+    def step_extras(self) -> dict[str, Any]:
+        extras: dict[str, Any] = {}
+        if self._batch_epoch is not None:
+            extras["epoch"] = self._batch_epoch
+        if self._support_size is not None:
+            extras["support_size"] = self._support_size
+        return extras
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        # Hugging Face's log sets logs["epoch"] to its own fractional epoch (one pass over the
+        # unrolled run); a step's record carries the epoch of its batch instead, also in
+        # state.log_history, from which a resumed run rewrites its earlier records.
+        if "loss" not in logs or "train_runtime" in logs or self._batch_epoch is None:
+            return super().log(logs, start_time)
+        hf_epoch = self.state.epoch
+        self.state.epoch = self._batch_epoch
+        try:
+            super().log(logs, start_time)
+        finally:
+            self.state.epoch = hf_epoch
+
+    @property
+    def log_history(self) -> list[dict[str, Any]]:
+        """The records of the last training run (those of training_log.jsonl)."""
+        return self.log_callback.records
 
     # -- training ---------------------------------------------------------------------------
-    def _record_model_card(self) -> None:
-        card = self.model.model_card_data
-        training_args = {k: v for k, v in self.args.to_dict().items() if k not in EXCLUDED_TRAINING_ARGS}
-        training_args["objective"] = "retrieval"
-        card.training_args = training_args
-        card.eval_results = []  # results of the weights before training no longer hold
-
-    def train(self) -> TrainOutput:
-        args, model = self.args, self.model
-        optim.set_seed(args.seed)
-        rng = random.Random(args.seed)
-        device = optim.resolve_device(args.device)
-        model.to(device)
+    def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs: Any) -> TrainOutput:  # type: ignore[override]
+        """Train; resume_from_checkpoint: True for the last checkpoint-N of output_dir, or a
+        checkpoint folder (trusted local state: never one you downloaded). A support set the
+        model stores is re-encoded with the trained g' at the end."""
+        if kwargs:
+            raise TextMatchError(f"RetrievalTrainer.train takes resume_from_checkpoint only, got {sorted(kwargs)}")
+        model = self.matching_model
         model.train()
-        optimizer = optim.make_optimizer(self.model, self.args.learning_rate, self.args.head_learning_rate, self.args.weight_decay)
-        params = [p for group in optimizer.param_groups for p in group["params"]]
-        total = self.total_steps
-        scheduler = optim.linear_warmup_decay(optimizer, total, self.args.warmup_ratio)
-        self.log_history = []
-        self._record_model_card()
-        log_file = None
-        completed = False
-        if args.output_dir:
-            # the log replaces the previous run's only when this run completes (textmatch.files)
-            log_file = AtomicFile(Path(args.output_dir) / "training_log.jsonl")
-
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=total, desc="Training", unit="step", disable=not args.show_progress_bar, file=sys.stderr)
-        step, epoch = 0, 0
-        total_loss = running_loss = 0.0
-        start = time.perf_counter()
-        try:
-            while step < total:
-                epoch += 1
-                for batch in self.epoch_batches(rng):
-                    if step >= total:
-                        break
-                    step += 1
-                    logits, targets, doc_ids = self.batch_logits(batch.query_ids, batch.positive_ids, batch.negative_ids)
-                    loss = matching.matching_nll(logits.log_softmax(dim=-1), targets)
-                    learning_rate = optimizer.param_groups[0]["lr"]  # the rate this step uses
-                    grad_norm = optim.optimizer_step(loss, params, optimizer, scheduler, args.max_grad_norm)
-
-                    loss_value = float(loss.detach())
-                    acc = float((logits.detach().argmax(-1) == targets).float().mean())
-                    total_loss += loss_value
-                    beta = 0.9 if step > 1 else 0.0
-                    running_loss = beta * running_loss + (1 - beta) * loss_value
-                    record: dict[str, Any] = {
-                        "step": step,
-                        "epoch": epoch,
-                        "loss": round(loss_value, 6),
-                        "accuracy": round(acc, 6),
-                        "support_size": len(doc_ids),
-                        "learning_rate": learning_rate,
-                        "grad_norm": round(float(grad_norm), 6),
-                        "temperature": round(float(model.temperature.detach()), 6),
-                    }
-                    self.log_history.append(record)
-                    if log_file is not None:
-                        log_file.write(json.dumps(record) + "\n")
-                        log_file.flush()
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{running_loss:.3f}", epoch=epoch)
-            completed = True
-        finally:
-            bar.close()
-            if log_file is not None:
-                log_file.commit() if completed else log_file.discard()
-            model.eval()
-            model.reset_backend()  # the weights changed: ONNX exports are redone on next use
-        runtime = time.perf_counter() - start
-
+        self._batch_epoch, self._support_size = None, None
+        output, runtime = self.run(resume_from_checkpoint)
         if model.support_embeddings_ is not None:  # a stored support set: re-encode it with the new g'
-            model.fit(model.support_texts, model.support_labels, batch_size=args.encode_batch_size)
-        return TrainOutput(
-            global_step=step,
-            training_loss=total_loss / max(1, step),
-            best_metric=None,
-            best_step=None,
-            train_runtime=runtime,
-            log_history=copy.deepcopy(self.log_history),
-        )
+            model.fit(model.support_texts, model.support_labels, batch_size=self.args.encode_batch_size)
+        return self.train_output(output, runtime)
+
+    def push_to_hub(self, repo_id: str, **kwargs: Any) -> Any:  # type: ignore[override]
+        """Upload the trained model (with its model card) to the Hub: MatchingNetwork.push_to_hub."""
+        return self.matching_model.push_to_hub(repo_id, **kwargs)
