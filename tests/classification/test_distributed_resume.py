@@ -15,10 +15,11 @@ from pathlib import Path
 
 import pytest
 import torch
+import transformers
 
 from textmatch import MatchingNetwork, Trainer, TrainingArguments
 from textmatch.core import matching
-from textmatch.core.optimization import make_optimizer, set_seed
+from textmatch.core.optimization import make_optimizer
 
 from conftest import make_sentences, write_vocab
 
@@ -90,7 +91,7 @@ def test_matches_a_plain_torch_loop(fixture_dir):
     out = trainer.train()
 
     reference = MatchingNetwork.from_pretrained(str(fixture_dir / "model"))
-    set_seed(3)
+    transformers.set_seed(3)
     optimizer = make_optimizer(reference, 1e-3, args.head_learning_rate, args.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: (steps - s) / steps)
     reference.train()
@@ -199,3 +200,25 @@ def test_kill_and_resume_equals_an_uninterrupted_run(fixture_dir, tmp_path):
         assert torch.allclose(a, b, atol=1e-6), name
     assert log(run_dir) == log(tmp_path / "whole")
     assert [r["step"] for r in log(run_dir)] == list(range(1, 13))
+
+
+def test_resume_refuses_downloaded_or_foreign_folders(fixture_dir, tmp_path, monkeypatch):
+    """Resume state is pickled by torch: never read from the Hugging Face download cache, and a
+    folder that is not a trainer checkpoint (e.g. a model folder) is refused by name."""
+    from huggingface_hub import constants
+
+    from textmatch import TextMatchError
+
+    cache = tmp_path / "hub-cache"
+    downloaded = cache / "models--someone--model" / "snapshots" / "abc" / "checkpoint-4"
+    downloaded.mkdir(parents=True)
+    (downloaded / "trainer_state.json").write_text("{}")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    trainer = trainer_for(fixture_dir, tmp_path / "run")
+    with pytest.raises(TextMatchError, match="is in the Hugging Face download cache"):
+        trainer.train(resume_from_checkpoint=str(downloaded))
+    with pytest.raises(TextMatchError, match=r"is not a training checkpoint \(it has no trainer_state.json\)"):
+        trainer.train(resume_from_checkpoint=str(fixture_dir / "model"))
+    with pytest.raises(TextMatchError, match="holds no checkpoint-N folder"):
+        trainer.train(resume_from_checkpoint=True)
+    assert not (tmp_path / "run" / "training_log.jsonl").exists()

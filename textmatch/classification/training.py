@@ -327,7 +327,3 @@ class Trainer(MatchingTrainerBase):
             self.matching_model.fit(self.train_texts, self.train_labels, batch_size=self.args.encode_batch_size)
         es = self.early_stopping
         return self.train_output(output, runtime, es.best_metric, es.best_step)
-
-    def push_to_hub(self, repo_id: str, **kwargs: Any) -> Any:  # type: ignore[override]
-        """Upload the trained model (with its model card) to the Hub: MatchingNetwork.push_to_hub."""
-        return self.matching_model.push_to_hub(repo_id, **kwargs)

@@ -17,8 +17,6 @@ from ..errors import TextMatchError
 DEFAULT_TAGS = ["textmatch", "few-shot", "matching-networks", "text-classification"]
 UNKNOWN_DATASET = "unknown"
 DEFAULT_SPLIT = "test"
-# Keys of TrainingArguments that say where/how a run happened, not how the model was trained.
-EXCLUDED_TRAINING_ARGS = ("output_dir", "show_progress_bar", "device")
 
 
 def _optional_str(name: str, value: Any) -> str | None:

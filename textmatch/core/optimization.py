@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import math
 import numbers
-import random
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -156,12 +155,6 @@ class TrainOutput:
     best_step: int | None
     train_runtime: float
     log_history: list[dict[str, Any]] = field(default_factory=list)
-
-
-def set_seed(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 def parameter_groups(model: MatchingNetwork, learning_rate: float, head_learning_rate: float, weight_decay: float) -> list[dict[str, Any]]:

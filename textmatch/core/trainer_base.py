@@ -147,6 +147,13 @@ class MatchingTrainerBase(transformers.Trainer):
         else:
             self.matching_model.save_pretrained(folder)
 
+    def push_to_hub(self, repo_id: str, **kwargs: Any) -> Any:  # type: ignore[override]
+        """Upload the trained model (with its model card) to the Hub: MatchingNetwork.push_to_hub,
+        from the main process only (other processes of a distributed run return None)."""
+        if not self.is_world_process_zero():
+            return None
+        return self.matching_model.push_to_hub(repo_id, **kwargs)
+
     def _save(self, output_dir: str | None = None, state_dict: Any = None) -> None:  # any other HF path
         self.save_model(output_dir)
 

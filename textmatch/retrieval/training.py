@@ -501,7 +501,3 @@ class RetrievalTrainer(MatchingTrainerBase):
         if model.support_embeddings_ is not None:  # a stored support set: re-encode it with the new g'
             model.fit(model.support_texts, model.support_labels, batch_size=self.args.encode_batch_size)
         return self.train_output(output, runtime)
-
-    def push_to_hub(self, repo_id: str, **kwargs: Any) -> Any:  # type: ignore[override]
-        """Upload the trained model (with its model card) to the Hub: MatchingNetwork.push_to_hub."""
-        return self.matching_model.push_to_hub(repo_id, **kwargs)
