@@ -83,11 +83,11 @@ def test_support_set_fitted_at_end_and_predicts(trained, synthetic):
 
 
 def test_training_log(trained):
-    _, _, out, output_dir = trained
+    _, trainer, out, output_dir = trained
     path = output_dir / "training_log.jsonl"
     records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
     assert [r["step"] for r in records] == list(range(1, 201))
-    assert records == out.log_history
+    assert records == out.log_history == trainer.log_history
     for r in records:
         for key in ("loss", "accuracy", "learning_rate", "grad_norm", "temperature"):
             assert math.isfinite(r[key]), (key, r)

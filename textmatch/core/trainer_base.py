@@ -207,6 +207,11 @@ class MatchingTrainerBase(transformers.Trainer):
             self.matching_model.reset_backend()  # the weights changed: ONNX exports are redone on next use
         return output, time.perf_counter() - start
 
+    @property
+    def log_history(self) -> list[dict[str, Any]]:
+        """The records of the last training run (those of training_log.jsonl)."""
+        return self.log_callback.records
+
     def train_output(self, output: Any, runtime: float, best_metric: float | None = None, best_step: int | None = None) -> TrainOutput:
         history = self.log_callback.records  # the JSONL log's records (the main process's)
         return TrainOutput(

@@ -482,11 +482,6 @@ class RetrievalTrainer(MatchingTrainerBase):
         finally:
             self.state.epoch = hf_epoch
 
-    @property
-    def log_history(self) -> list[dict[str, Any]]:
-        """The records of the last training run (those of training_log.jsonl)."""
-        return self.log_callback.records
-
     # -- training ---------------------------------------------------------------------------
     def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs: Any) -> TrainOutput:  # type: ignore[override]
         """Train; resume_from_checkpoint: True for the last checkpoint-N of output_dir, or a
