@@ -218,5 +218,5 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         best = f", best validation accuracy {result.best_metric:.4f}" if result.best_metric is not None else ""
         print(f"trained {result.global_step} episodes in {result.train_runtime:.0f} s "
-              f"(mean loss {result.training_loss:.4f}{best}); saved to {args.output}")
+              f"(mean loss {result.training_loss:.4f}{best}); saved to {args.output}, log in {training_args.output_dir}")
     return EXIT_OK

@@ -130,7 +130,7 @@ def cmd_train_retrieval(args: argparse.Namespace) -> int:
         emit_json(summary)
     else:
         print(f"trained {result.global_step} steps on {len(data.qrels)} queries in {result.train_runtime:.0f} s "
-              f"(mean loss {result.training_loss:.4f}); saved to {args.output}")
+              f"(mean loss {result.training_loss:.4f}); saved to {args.output}, log in {training_args.output_dir}")
     return EXIT_OK
 
 
