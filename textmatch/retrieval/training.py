@@ -34,7 +34,7 @@ import math
 import random
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
@@ -167,29 +167,27 @@ class RetrievalBatchDataset(torch.utils.data.Dataset):
         return self._batches[index % self.steps_per_epoch]
 
 
+@dataclass
 class RetrievalCollator:
     """Tokenises one batch (the dataloader's batch size is 1 batch): its queries with f's
     tokenizer cut at `query_max_length` tokens, its support set (`support_set`) with g's cut at
     `doc_max_length`, each sorted by length in chunks of `encode_batch_size`."""
 
-    def __init__(
-        self,
-        model: MatchingNetwork,
-        queries: Mapping[str, str],
-        corpus: Mapping[str, str],
-        positives: Mapping[str, Sequence[str]],
-        query_max_length: int,
-        doc_max_length: int,
-        encode_batch_size: int,
-    ) -> None:
-        self.query_encoder = model.query_encoder
-        self.support_encoder = model.support_encoder
-        self.queries = queries
-        self.corpus = corpus
-        self.positives = positives
-        self.query_max_length = query_max_length
-        self.doc_max_length = doc_max_length
-        self.encode_batch_size = encode_batch_size
+    model: MatchingNetwork = field(repr=False)
+    queries: Mapping[str, str] = field(repr=False)
+    corpus: Mapping[str, str] = field(repr=False)
+    positives: Mapping[str, Sequence[str]] = field(repr=False)
+    query_max_length: int
+    doc_max_length: int
+    encode_batch_size: int
+
+    @property
+    def query_encoder(self) -> Any:
+        return self.model.query_encoder
+
+    @property
+    def support_encoder(self) -> Any:
+        return self.model.support_encoder
 
     def collate(
         self, query_ids: Sequence[str], positive_ids: Sequence[str], negative_ids: Sequence[Sequence[str]] | None = None
