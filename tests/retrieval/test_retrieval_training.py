@@ -468,6 +468,27 @@ def test_cli_train_data_saves_reports_and_resumes(tiny_bert_dir, task, tmp_path,
     assert [r["loss"] for r in resumed] == pytest.approx([json.loads(line)["loss"] for line in log.splitlines()], abs=1e-6)
 
 
+def test_cli_batch_size_and_hard_negatives_reach_the_trainer(tiny_bert_dir, task, tmp_path, capsys):
+    """--per-device-train-batch-size sets the queries per step; --hard-negatives N mines N per
+    query and trains on all N each step (not 1 of them)."""
+    from textmatch import cli
+
+    queries, corpus, _, train_qrels, _, _ = task
+    small = dict(list(train_qrels.items())[:24])
+    beir = write_beir_folder(tmp_path / "beir", {q: queries[q] for q in small}, dict(corpus), small)
+    argv = ["train", "--model", str(tiny_bert_dir), "--data", str(beir), "--output", str(tmp_path / "model"),
+            "--device", "cpu", "--max-steps", "2", "--per-device-train-batch-size", "4", "--hard-negatives", "3",
+            "--no-progress", "--json"]
+    assert cli.main(argv) == 0, capsys.readouterr().err
+    arguments = json.loads(capsys.readouterr().out)["arguments"]
+    assert arguments["per_device_train_batch_size"] == 4 and arguments["hard_negatives"] == 3
+    records = [json.loads(x) for x in (tmp_path / "model.run" / "training_log.jsonl").read_text(encoding="utf-8").splitlines()]
+    # 4 positives and up to 3 mined negatives for each of the 4 queries (deduplicated)
+    assert all(4 < r["support_size"] <= 16 for r in records), [r["support_size"] for r in records]
+    assert cli.main([*argv[:-4], "--per-device-train-batch-size", "0"]) == 2
+    assert "--per-device-train-batch-size must be at least 1, got 0" in capsys.readouterr().err
+
+
 @pytest.mark.stress
 def test_two_gloo_processes_equal_one_with_accumulation(task, tmp_path):
     """`torchrun --nproc_per_node 2 textmatch train --data`: each process trains on its own

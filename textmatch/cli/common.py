@@ -64,6 +64,9 @@ def add_training_runtime(p: argparse.ArgumentParser) -> None:
     p.add_argument("--save-total-limit", type=int, default=2, help="checkpoints kept in --run-dir (default: 2)")
     p.add_argument("--resume", action="store_true",
                    help="continue from the last checkpoint in --run-dir (written by --save-steps on this machine)")
+    p.add_argument("--per-device-train-batch-size", type=int, default=None,
+                   help="per step and process: episodes (default 1), or with --data queries, whose positives are "
+                        "each other's negatives (default 16)")
     p.add_argument("--gradient-accumulation-steps", type=int, default=1,
                    help="batches (episodes) per optimizer step and process (default: 1)")
     p.add_argument("--mixed-precision", default="no", choices=("no", "fp16", "bf16"),
@@ -84,7 +87,8 @@ def training_runtime(args: argparse.Namespace) -> dict[str, Any]:
             "and must stay out of a folder you share; choose another --run-dir"
         )
     for flag, value, low in (("--save-steps", args.save_steps, 1), ("--save-total-limit", args.save_total_limit, 1),
-                             ("--gradient-accumulation-steps", args.gradient_accumulation_steps, 1)):
+                             ("--gradient-accumulation-steps", args.gradient_accumulation_steps, 1),
+                             ("--per-device-train-batch-size", args.per_device_train_batch_size, 1)):
         if value is not None and value < low:
             raise TextMatchError(f"{flag} must be at least {low}, got {value}")
     if args.resume:
@@ -95,7 +99,9 @@ def training_runtime(args: argparse.Namespace) -> dict[str, Any]:
                                  "only from checkpoints this machine wrote")
         if not run_dir.is_dir():
             raise TextMatchError(f"--resume: the run folder {run_dir} does not exist (train with --save-steps N first)")
+    batch = {} if args.per_device_train_batch_size is None else {"per_device_train_batch_size": args.per_device_train_batch_size}
     return {
+        **batch,
         "output_dir": str(run_dir),
         "encode_batch_size": args.batch_size,
         "use_cpu": cpu_flag(args.device),

@@ -113,6 +113,7 @@ def cmd_train_retrieval(args: argparse.Namespace) -> int:
     training_args = RetrievalTrainingArguments(
         **training_runtime(args),
         num_train_epochs=args.epochs,
+        hard_negatives=args.hard_negatives,  # the mined ones per query, each step
         **{k: v for k, v in given.items() if v is not None},
     )
     model = load_model(args)
