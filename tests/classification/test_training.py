@@ -283,7 +283,7 @@ def test_cuda_without_gpu():
         cpu_flag("cuda")
     with pytest.raises(TextMatchError, match=r"CUDA_VISIBLE_DEVICES=1"):
         cpu_flag("cuda:1")
-    with pytest.raises(TextMatchError, match=r"must be 'auto', 'cpu' or 'cuda', got 'tpu'"):
+    with pytest.raises(TextMatchError, match=r"must be 'auto', 'cpu', 'cuda', got 'tpu'"):
         cpu_flag("tpu")
 
 

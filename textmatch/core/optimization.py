@@ -1,6 +1,6 @@
 """What both trainers (episodic classification, retrieval) share: their common arguments (the
 Hugging Face `TrainingArguments`, with textmatch's defaults and fields), the optimizer's
-parameter groups, seeding and the result record."""
+parameter groups, the `--device` mapping and the result record."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import transformers
 from ..errors import TextMatchError
 from .modeling import MatchingNetwork
 
-DEVICES = ("auto", "cpu", "cuda")
+DEVICES = ("auto", "cpu", "cuda")  # what `textmatch train --device` takes
 
 # The Hugging Face arguments that say how a model was trained (the model card records them
 # beside textmatch's own fields); the other HF fields say where and how a run happened.
@@ -144,7 +144,7 @@ def cpu_flag(device: str | None) -> bool:
             f"training picks its GPU from the launcher, not from {device!r}: run with "
             f"CUDA_VISIBLE_DEVICES={str(device)[5:]} (one GPU) or under torchrun / accelerate launch (several)"
         )
-    raise TextMatchError(f"device for training must be 'auto', 'cpu' or 'cuda', got {device!r}")
+    raise TextMatchError(f"device for training must be {', '.join(repr(d) for d in DEVICES)}, got {device!r}")
 
 
 @dataclass
