@@ -137,7 +137,8 @@ def test_two_gloo_processes_equal_one_with_accumulation(launcher, fixture_dir, t
     # the main process alone logged (one line per step) and saved the model folder
     assert log(tmp_path / "two.run") == log(tmp_path / "one.run")
     assert [r["step"] for r in log(tmp_path / "two.run")] == list(range(1, 7))
-    assert MatchingNetwork.from_pretrained(str(tmp_path / "two")).support_texts  # a complete model folder
+    trained = MatchingNetwork.from_pretrained(str(tmp_path / "two"))  # a complete model folder
+    assert trained.support_texts and trained.model_card_data.training_args["processes"] == 2
     assert not any(p.name.startswith("checkpoint-") for p in (tmp_path / "two.run").iterdir())
 
 

@@ -339,7 +339,8 @@ def test_training_args_after_train(bilstm_model, synthetic, tmp_path):
     assert data.train_dataset_name == "org/synthetic"
     assert data.eval_results == []  # results of the weights before training are dropped
     # the recipe: textmatch's own fields and the Hugging Face ones that say how the model trained
-    assert set(data.training_args) == set(RECIPE_FIELDS) | set(RECIPE_HF_ARGS)
+    assert set(data.training_args) == set(RECIPE_FIELDS) | set(RECIPE_HF_ARGS) | {"processes"}
+    assert data.training_args["processes"] == 1
     assert data.training_args["optim"] == "adamw_torch_fused" and data.training_args["warmup_steps"] == 0.1
     assert data.training_args["num_episodes"] == 2
     assert isinstance(data.training_args["k_shot"], int)  # as used, not None

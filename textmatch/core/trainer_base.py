@@ -73,7 +73,12 @@ class MatchingTrainerBase(transformers.Trainer):
             data_collator=data_collator,
             train_dataset=train_dataset,
             eval_dataset=eval_dataset,
-            callbacks=[*(callbacks or []), self.log_callback, ModelCardCallback(model.model_card_data, card_args, dataset_name)],
+            callbacks=[
+                *(callbacks or []),
+                self.log_callback,
+                # processes: a step's batch is per_device_train_batch_size x accumulation x processes
+                ModelCardCallback(model.model_card_data, {**card_args, "processes": args.world_size}, dataset_name),
+            ],
         )
         if not args.writes_log and not existed and run_folder.is_dir() and not any(run_folder.iterdir()):
             run_folder.rmdir()  # no output_dir given: Hugging Face made its default folder, which stays unused
