@@ -94,6 +94,8 @@ def render(data: dict[str, Any]) -> str:
                                  "run started", "command (in the tree)"], rows)
         delta = data["fewshot"]["this"]["test_accuracy"] - data["fewshot"]["baseline"]["test_accuracy"]
         lines += ["", f"test accuracy, this - baseline: {delta:+.2f} points. " + data["fewshot"]["note"], ""]
+        if data["fewshot"].get("added_by"):
+            lines += [f"Added to this file by {code(data['fewshot']['added_by'])} on {data['fewshot']['added_on']}.", ""]
     return "\n".join(lines)
 
 
@@ -128,7 +130,9 @@ def main(argv: list[str] | None = None) -> int:
         data = json.loads(path.read_text(encoding="utf-8"))
         if args.fewshot:
             data["fewshot"] = {"baseline": fewshot_cell(Path(args.fewshot[0])), "this": fewshot_cell(Path(args.fewshot[1])),
-                               "note": args.fewshot_note}
+                               "note": args.fewshot_note,
+                               "added_by": command_line(__file__, argv if argv is not None else sys.argv[1:]),
+                               "added_on": utc_date()}
         write_results(args.output_dir, "trainer", data, render)
         return 0
     if not DATA.is_file():

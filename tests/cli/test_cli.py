@@ -272,7 +272,7 @@ def test_run_dir_and_resume_flags(tiny_bert_dir, files, capsys, tmp_path):
     code, _, err = run([*base, "--run-dir", out / "runs"], capsys)
     assert code == 2 and "is inside the model folder" in err and "choose another --run-dir" in err
     code, _, err = run([*base, "--resume"], capsys)
-    assert code == 2 and "does not exist (train with --save-steps N first)" in err
+    assert code == 2 and "nothing to resume" in err and "holds no checkpoint-N folder" in err and "--save-steps N" in err
     code, _, err = run([*base, "--save-steps", "0"], capsys)
     assert code == 2 and "--save-steps must be at least 1, got 0" in err
     assert run([*base, "--run-dir", tmp_path / "elsewhere"], capsys)[0] == 0

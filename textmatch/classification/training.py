@@ -25,7 +25,7 @@ from transformers.trainer_callback import ExportableState, TrainerCallback
 
 from ..core.card_data import infer_dataset_name
 from ..core.episodes import EpisodeSampler
-from ..core.modeling import MatchingNetwork, tokenize_chunks
+from ..core.modeling import MatchingNetwork, read_weights, tokenize_chunks
 from ..core.optimization import OptimizationArguments, TrainOutput, is_int
 from ..core.trainer_base import MatchingTrainerBase
 from ..data.loading import as_text_label_lists
@@ -195,10 +195,7 @@ class EpisodicEarlyStoppingCallback(TrainerCallback, ExportableState):
             self.best_metric, self.best_step, self.bad_evals = attrs["best_metric"], attrs["best_step"], attrs["bad_evals"]
             best_file = Path(args.output_dir) / f"checkpoint-{state.global_step}" / BEST_WEIGHTS_NAME
             if self.best_step is not None and best_file.is_file():
-                current = self.model.weights_state()
-                self.model.load_weights(best_file)
-                self.best_state = {k: v.clone() for k, v in self.model.state_dict().items()}
-                self.model.load_state_dict(_on(current, self.model), strict=False)
+                self.best_state = read_weights(best_file)
 
     def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict[str, Any] | None = None, **kwargs: Any) -> None:
         accuracy = (metrics or {}).get("eval_accuracy")
@@ -206,37 +203,20 @@ class EpisodicEarlyStoppingCallback(TrainerCallback, ExportableState):
             return
         if self.best_metric is None or accuracy > self.best_metric:
             self.best_metric, self.best_step, self.bad_evals = accuracy, state.global_step, 0
-            self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+            self.best_state = {k: v.clone() for k, v in self.model.weights_state().items()}  # a CPU copy
         else:
             self.bad_evals += 1
             if self.patience is not None and self.bad_evals >= self.patience:
                 control.should_training_stop = True
 
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if self.best_state is None or not state.is_world_process_zero:
-            return
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-        if folder.is_dir():
-            current = self.model.weights_state()
-            self.model.load_state_dict(_on(self.best_state, self.model))
-            try:
-                self.model.save_weights(folder / BEST_WEIGHTS_NAME)
-            finally:
-                self.model.load_state_dict(_on(current, self.model), strict=False)
+        if self.best_state is not None and state.is_world_process_zero and folder.is_dir():
+            self.model.save_weights(folder / BEST_WEIGHTS_NAME, self.best_state)
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self.keep_best and self.best_state is not None:
-            self.model.load_state_dict(_on(self.best_state, self.model))
-
-
-def _on(state: dict[str, torch.Tensor], model: MatchingNetwork) -> dict[str, torch.Tensor]:
-    """A state dict moved to the model's device (shared encoder keys expanded when missing)."""
-    out = {k: v.to(model.device) for k, v in state.items()}
-    if model.config.share_weights:
-        for k, v in list(out.items()):
-            if k.startswith("query_encoder."):
-                out.setdefault("support_encoder." + k[len("query_encoder."):], v)
-    return out
+            self.model.load_weights_state(self.best_state)
 
 
 class Trainer(MatchingTrainerBase):

@@ -91,14 +91,6 @@ def training_runtime(args: argparse.Namespace) -> dict[str, Any]:
                              ("--per-device-train-batch-size", args.per_device_train_batch_size, 1)):
         if value is not None and value < low:
             raise TextMatchError(f"{flag} must be at least {low}, got {value}")
-    if args.resume:
-        from ..hub.resolution import is_in_hub_cache
-
-        if is_in_hub_cache(run_dir):
-            raise TextMatchError(f"--run-dir {run_dir} is in the Hugging Face download cache: resume state is loaded "
-                                 "only from checkpoints this machine wrote")
-        if not run_dir.is_dir():
-            raise TextMatchError(f"--resume: the run folder {run_dir} does not exist (train with --save-steps N first)")
     batch = {} if args.per_device_train_batch_size is None else {"per_device_train_batch_size": args.per_device_train_batch_size}
     return {
         **batch,

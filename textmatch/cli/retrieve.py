@@ -14,11 +14,7 @@ from ..hub import DEFAULT_MODEL
 from ..retrieval import IndexConfig, Retriever, evaluate_retrieval, load_beir
 from ..retrieval.bm25 import BM25Index, mine_hard_negatives
 from ..retrieval.retriever import FUSIONS, MODES
-from ..retrieval.training import (
-    RECIPE_FIELDS,
-    RetrievalTrainer,
-    RetrievalTrainingArguments,
-)
+from ..retrieval.training import RetrievalTrainer, RetrievalTrainingArguments
 from ..retrieval.vector_index import INDEX_KINDS
 from .common import (
     EXIT_OK,
@@ -126,7 +122,7 @@ def cmd_train_retrieval(args: argparse.Namespace) -> int:
     summary = {"output": args.output, "run_dir": training_args.output_dir, "steps": result.global_step,
                "training_loss": result.training_loss, "train_seconds": round(result.train_runtime, 1),
                "n_queries": len(data.qrels), "hard_negatives": args.hard_negatives,
-               "processes": training_args.world_size, "arguments": training_args.recipe(RECIPE_FIELDS)}
+               "processes": training_args.world_size, "arguments": model.model_card_data.training_args}
     if args.json:
         emit_json(summary)
     else:

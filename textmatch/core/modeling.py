@@ -140,15 +140,11 @@ def tokenize_chunks(encoder: Encoder, texts: Sequence[str], batch_size: int) -> 
     """`texts` sorted by length and tokenised in chunks of `batch_size`, each chunk padded to
     its own longest text: {"order": (n,) input index of each sorted position, "batches": [features]}.
     `MatchingNetwork.embed_tokenized` encodes them; the split lets a collator tokenise."""
-    if not is_batch_size(batch_size):
+    if batch_size < 1:
         raise TextMatchError(f"batch_size must be at least 1, got {batch_size}")
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     batches = [encoder.tokenize([texts[i] for i in order[start : start + batch_size]]) for start in range(0, len(texts), batch_size)]
     return {"order": torch.tensor(order, dtype=torch.long), "batches": batches}
-
-
-def is_batch_size(value: Any) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 1
 
 
 class MatchingNetwork(nn.Module):
@@ -651,27 +647,27 @@ class MatchingNetwork(nn.Module):
         """The weights as saved: CPU tensors, shared encoder weights once (under query_encoder.)."""
         return {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items() if not _is_shared_key(k, self)}
 
-    def save_weights(self, path: str | os.PathLike) -> None:
-        """Write `weights_state()` to one safetensors file, atomically (textmatch.files)."""
+    def save_weights(self, path: str | os.PathLike, state: dict[str, torch.Tensor] | None = None) -> None:
+        """Write `state` (default: `weights_state()`) to one safetensors file, atomically
+        (textmatch.files)."""
         from safetensors.torch import save_file
 
         with atomic_path(path) as tmp:
             # one metadata key: safetensors writes several in no fixed order, and byte-identical
             # files for identical weights keep Hub uploads deduplicated and diffs honest
-            save_file(self.weights_state(), str(tmp), metadata={"format": "pt"})
+            save_file(self.weights_state() if state is None else state, str(tmp), metadata={"format": "pt"})
 
     def load_weights(self, path: str | os.PathLike, keep_temperature: bool = False) -> None:
-        """Load a safetensors file written by `save_weights` (or a model folder's weights) into
-        this model, strictly: a file for another architecture is an error, not a partial load.
-        keep_temperature: keep this model's tau (an explicit temperature= override)."""
-        from safetensors.torch import load_file
+        """Load a safetensors file written by `save_weights` (or a model folder's weights):
+        `load_weights_state(read_weights(path))`."""
+        self.load_weights_state(read_weights(path), keep_temperature, source=str(path))
 
-        try:
-            state = load_file(str(path))
-        except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
-            raise TextMatchError(
-                f"{path} is corrupt or truncated ({type(exc).__name__}: {exc}); download or save the model again"
-            ) from None
+    def load_weights_state(self, state: dict[str, torch.Tensor], keep_temperature: bool = False,
+                           source: str = "the weights") -> None:
+        """Load weights as `weights_state()` returns them, strictly: weights of another
+        architecture are an error, not a partial load. keep_temperature: keep this model's tau
+        (an explicit temperature= override)."""
+        state = dict(state)
         if keep_temperature:
             state["log_temperature"] = self.log_temperature.detach().clone()
         state.setdefault("log_temperature", self.log_temperature.detach().clone())
@@ -680,7 +676,7 @@ class MatchingNetwork(nn.Module):
         except RuntimeError as exc:
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise TextMatchError(
-                f"{path} does not match the architecture of the model it is loaded into ({first}); save the model again"
+                f"{source} does not match the architecture of the model it is loaded into ({first}); save the model again"
             ) from None
         self.reset_backend()  # the weights changed: ONNX exports are redone on next use
 
@@ -734,6 +730,18 @@ def _read_support_file(path: Path) -> tuple[list[str], list[Hashable]]:
         return validate_support(support["texts"], support["labels"], min_classes=1)
     except TextMatchError as exc:
         raise TextMatchError(f"{path}: {exc}") from None
+
+
+def read_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors weights file; a corrupt or truncated one is a clear error."""
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
+        raise TextMatchError(
+            f"{path} is corrupt or truncated ({type(exc).__name__}: {exc}); download or save the model again"
+        ) from None
 
 
 def legacy_model_files(folder: Path) -> list[str]:

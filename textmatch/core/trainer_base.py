@@ -122,7 +122,8 @@ class MatchingTrainerBase(transformers.Trainer):
         """Hook: remember what the subclass logs of this batch (see `step_extras`)."""
 
     def step_extras(self) -> dict[str, Any]:
-        """Hook: extra keys of a step's log record."""
+        """Hook: extra keys of a step's log record (an "epoch" here is the record's epoch, also
+        in the trainer state's log history that a resumed run replays)."""
         return {}
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
@@ -136,7 +137,14 @@ class MatchingTrainerBase(transformers.Trainer):
             if "grad_norm" in logs:
                 logs["grad_norm"] = round(float(logs["grad_norm"]), 6)
             logs["temperature"] = round(float(self.matching_model.temperature.detach()), 6)
-            logs.update(self.step_extras())
+            extras = self.step_extras()
+            logs.update(extras)
+            if "epoch" in extras:  # a trainer's own epoch replaces the fraction Hugging Face's log writes
+                hf_epoch, self.state.epoch = self.state.epoch, extras["epoch"]
+                try:
+                    return super().log(logs, start_time)
+                finally:
+                    self.state.epoch = hf_epoch
         super().log(logs, start_time)
 
     # -- files -------------------------------------------------------------------------------
@@ -169,9 +177,6 @@ class MatchingTrainerBase(transformers.Trainer):
                 f"{resume_from_checkpoint} has no {WEIGHTS_NAME}: it is not a checkpoint written by textmatch's trainer"
             )
         self.matching_model.load_weights(weights)
-
-    def _load_best_model(self) -> None:  # the best weights are kept in memory, never re-read from disk
-        return None
 
     # -- running ---------------------------------------------------------------------------
     def resolve_checkpoint(self, resume_from_checkpoint: str | bool | None) -> str | None:

@@ -38,7 +38,6 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
-from torch import nn
 from transformers import TrainerCallback
 
 from ..core.modeling import MatchingNetwork, tokenize_chunks
@@ -202,14 +201,11 @@ class RetrievalCollator:
         return inputs, doc_ids
 
     def __call__(self, items: list[RetrievalBatch]) -> dict[str, Any]:
-        """-> the keyword arguments of MatchingNetwork.forward, and "epoch": the batch's epoch
-        (the trainer takes it out before the forward pass)."""
+        """-> the keyword arguments of MatchingNetwork.forward."""
         if len(items) != 1:
             raise TextMatchError(f"RetrievalCollator takes one batch at a time, got {len(items)}")
         batch = items[0]
-        inputs, _ = self.collate(batch.query_ids, batch.positive_ids, batch.negative_ids)
-        inputs["epoch"] = batch.epoch
-        return inputs
+        return self.collate(batch.query_ids, batch.positive_ids, batch.negative_ids)[0]
 
 
 class RetrievalTrainer(MatchingTrainerBase):
@@ -292,7 +288,6 @@ class RetrievalTrainer(MatchingTrainerBase):
         )
         card_args = own.recipe(RECIPE_FIELDS)
         card_args["objective"] = "retrieval"
-        self._batch_epoch: int | None = None
         self._support_size: int | None = None
         super().__init__(
             model,
@@ -449,36 +444,20 @@ class RetrievalTrainer(MatchingTrainerBase):
             is_training=True,
         )
 
-    def compute_loss(self, model: nn.Module, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None) -> Any:
-        inputs = dict(inputs)
-        epoch = inputs.pop("epoch", None)  # the batch's epoch, for the log; not an argument of forward
-        if epoch is not None:
-            self._batch_epoch = int(epoch)
-        return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-
     def note_batch(self, inputs: dict[str, Any], outputs: dict[str, Any]) -> None:
         self._support_size = int(inputs["mask"].shape[1])
 
     def step_extras(self) -> dict[str, Any]:
-        extras: dict[str, Any] = {}
-        if self._batch_epoch is not None:
-            extras["epoch"] = self._batch_epoch
+        """epoch: that of the main process's last batch of the step, batch index
+        (step - 1) * processes * accumulation + (accumulation - 1) * processes (the module
+        docstring's order); support_size: the documents of that batch."""
+        args = self.args
+        last = (self.state.global_step - 1) * args.world_size * args.gradient_accumulation_steps
+        last += (args.gradient_accumulation_steps - 1) * args.world_size
+        extras: dict[str, Any] = {"epoch": last // self.steps_per_epoch + 1}
         if self._support_size is not None:
             extras["support_size"] = self._support_size
         return extras
-
-    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        # Hugging Face's log sets logs["epoch"] to its own fractional epoch (one pass over the
-        # unrolled run); a step's record carries the epoch of its batch instead, also in
-        # state.log_history, from which a resumed run rewrites its earlier records.
-        if "loss" not in logs or "train_runtime" in logs or self._batch_epoch is None:
-            return super().log(logs, start_time)
-        hf_epoch = self.state.epoch
-        self.state.epoch = self._batch_epoch
-        try:
-            super().log(logs, start_time)
-        finally:
-            self.state.epoch = hf_epoch
 
     # -- training ---------------------------------------------------------------------------
     def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs: Any) -> TrainOutput:  # type: ignore[override]
@@ -489,7 +468,7 @@ class RetrievalTrainer(MatchingTrainerBase):
             raise TextMatchError(f"RetrievalTrainer.train takes resume_from_checkpoint only, got {sorted(kwargs)}")
         model = self.matching_model
         model.train()
-        self._batch_epoch, self._support_size = None, None
+        self._support_size = None
         output, runtime = self.run(resume_from_checkpoint)
         if model.support_embeddings_ is not None:  # a stored support set: re-encode it with the new g'
             model.fit(model.support_texts, model.support_labels, batch_size=self.args.encode_batch_size)
