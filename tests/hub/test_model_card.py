@@ -356,6 +356,25 @@ def test_training_args_after_train(bilstm_model, synthetic, tmp_path):
     assert "output_dir" not in shown and "use_cpu" not in shown and "report_to" not in shown
 
 
+def test_earlier_training_runs_are_kept(bilstm_model, synthetic, tmp_path):
+    """A second training run (e.g. fine-tuning after meta-training) moves the first one to
+    earlier_training; the card lists it and it survives save / load."""
+    texts, labels = synthetic[0][:60], synthetic[1][:60]
+    for i, (name, episodes) in enumerate((("org/source", 2), (None, 3))):
+        args = TrainingArguments(output_dir=str(tmp_path / f"run{i}"), num_episodes=episodes, show_progress_bar=False, use_cpu=True)
+        Trainer(bilstm_model, args, train_dataset=(texts, labels), train_dataset_name=name).train()
+    data = bilstm_model.model_card_data
+    assert data.training_args["num_episodes"] == 3 and data.train_dataset_name is None
+    assert [(e["train_dataset_name"], e["training_args"]["num_episodes"]) for e in data.earlier_training] == [("org/source", 2)]
+    training = section(generate_model_card(bilstm_model), "Training")
+    assert re.search(r"### Earlier training.*\n1\. episodes on org/source: `num_episodes` = 2", training, re.S)
+    bilstm_model.save_pretrained(tmp_path / "saved")
+    again = MatchingNetwork.from_pretrained(tmp_path / "saved")
+    assert again.model_card_data.earlier_training == data.earlier_training
+    with pytest.raises(TextMatchError, match="earlier_training"):
+        ModelCardData(earlier_training=["not a dict"])
+
+
 def test_train_dataset_name_from_datasets(tmp_path, bilstm_model, synthetic):
     import datasets
 

@@ -112,8 +112,9 @@ class JsonlLogCallback(TrainerCallback):
 
 class ModelCardCallback(TrainerCallback):
     """At the start of training, records on the model card how the model is trained (the
-    recipe arguments, as used) and on what data; evaluation results of the weights before
-    training no longer hold, so they are cleared."""
+    recipe arguments, as used) and on what data (`ModelCardData.start_training`: an earlier
+    run moves to `earlier_training`); evaluation results of the weights before training no
+    longer hold, so they are cleared."""
 
     def __init__(self, card: Any, training_args: dict[str, Any], dataset_name: str | None = None) -> None:
         self.card = card
@@ -121,10 +122,7 @@ class ModelCardCallback(TrainerCallback):
         self.dataset_name = dataset_name
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        self.card.training_args = dict(self.training_args)
-        self.card.eval_results = []
-        if self.dataset_name:
-            self.card.train_dataset_name = self.dataset_name
+        self.card.start_training(self.training_args, self.dataset_name)
 
 
 class ProgressBarCallback(TrainerCallback):

@@ -81,6 +81,9 @@ class ModelCardData:
     train_dataset_name: what `Trainer.train()` trained on. eval_results: one entry per
     evaluated dataset + split, {"dataset", "split", "metrics": {name: value}} (see
     `MatchingNetwork.evaluate`). training_args: the last training run's arguments.
+    earlier_training: the runs before it, oldest first, each {"train_dataset_name",
+    "training_args"} (e.g. multi-dataset meta-training or a contrastive stage, then the
+    few-shot fine-tuning): a trainer moves the model's last run here when it starts a new one.
     tags: Hub tags ("textmatch", "few-shot" and "matching-networks" are always on the card).
     """
 
@@ -93,6 +96,7 @@ class ModelCardData:
     train_dataset_name: str | None = None
     eval_results: list[dict[str, Any]] = field(default_factory=list)
     training_args: dict[str, Any] = field(default_factory=dict)
+    earlier_training: list[dict[str, Any]] = field(default_factory=list)
     tags: list[str] = field(default_factory=lambda: list(DEFAULT_TAGS))
 
     def __post_init__(self) -> None:
@@ -116,6 +120,31 @@ class ModelCardData:
         if not isinstance(self.training_args, dict) or not all(isinstance(k, str) for k in self.training_args):
             raise TextMatchError(f"ModelCardData.training_args must be a dict with string keys, got {self.training_args!r}")
         self.training_args = dict(self.training_args)
+        if self.earlier_training is None:
+            self.earlier_training = []
+        if not isinstance(self.earlier_training, (list, tuple)) or not all(
+            isinstance(e, dict) and isinstance(e.get("training_args", {}), dict) for e in self.earlier_training
+        ):
+            raise TextMatchError(
+                "ModelCardData.earlier_training must be a list of {'train_dataset_name', 'training_args'} dicts, "
+                f"got {self.earlier_training!r}"
+            )
+        self.earlier_training = [
+            {"train_dataset_name": e.get("train_dataset_name"), "training_args": dict(e.get("training_args") or {})}
+            for e in self.earlier_training
+        ]
+
+    def start_training(self, training_args: dict[str, Any], dataset_name: str | None) -> None:
+        """A new training run begins: the last run (if any) moves to `earlier_training`, the
+        new run's arguments and data become `training_args` / `train_dataset_name`, and
+        evaluation results of the weights before it are cleared."""
+        if self.training_args:
+            self.earlier_training.append(
+                {"train_dataset_name": self.train_dataset_name, "training_args": dict(self.training_args)}
+            )
+        self.training_args = dict(training_args)
+        self.train_dataset_name = dataset_name
+        self.eval_results = []
 
     def to_dict(self) -> dict[str, Any]:
         return copy.deepcopy(asdict(self))

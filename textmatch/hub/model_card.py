@@ -283,6 +283,14 @@ def _training_section(model: "MatchingNetwork") -> str:
     parts += [f"The encoder was fine-tuned {how}{where}.", ""]
     if data.training_args:
         parts += ["### Training arguments", "", _table(["Argument", "Value"], [[_code_name(k), v] for k, v in data.training_args.items()]), ""]
+    if data.earlier_training:
+        parts += ["### Earlier training", "", "Before that run, oldest first:", ""]
+        for i, run in enumerate(data.earlier_training, 1):
+            args = run["training_args"]
+            on = f" on {_md(run['train_dataset_name'])}" if run.get("train_dataset_name") else ""
+            parts += [f"{i}. {_md(str(args.get('objective', 'episodes')))}{on}: "
+                      + ", ".join(f"{_code_name(k)} = {_md(str(v))}" for k, v in args.items() if k != "objective")]
+        parts.append("")
     return "\n".join(parts) + "\n"
 
 
