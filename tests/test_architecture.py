@@ -159,7 +159,7 @@ def test_the_private_read_check_sees_a_violation(tmp_path):
 
 # -- the public API ------------------------------------------------------------------------------
 PUBLIC_API = [
-    "BeirData", "BiLSTMEncoder", "ClassSplit", "DEFAULT_MODEL", "Encoder", "Episode", "EpisodeSampler",
+    "BeirData", "BiLSTMEncoder", "ClassSplit", "ContrastiveArguments", "ContrastiveTrainer", "DEFAULT_MODEL", "Encoder", "Episode", "EpisodeSampler",
     "EpisodicResult", "IndexConfig", "MatchingNetwork", "MatchingNetworkClassifier", "MatchingNetworkConfig",
     "ModelCardData", "RetrievalTrainer", "RetrievalTrainingArguments", "Retriever", "TextMatchError",
     "TrainOutput", "Trainer", "TrainingArguments", "TransformerEncoder", "__version__", "choose_threshold",
@@ -192,7 +192,7 @@ def test_cli_choices_are_the_library_constants():
     assert seen == set(want)
 
 
-@pytest.mark.parametrize("module", ["textmatch.cli.classify", "textmatch.cli.retrieve", "textmatch.cli.share"])
+@pytest.mark.parametrize("module", ["textmatch.cli.classify", "textmatch.cli.pretrain", "textmatch.cli.retrieve", "textmatch.cli.share"])
 def test_each_command_group_registers_its_commands(module):
     import importlib
 

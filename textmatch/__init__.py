@@ -9,6 +9,8 @@ resolution and `backends`; `classification` and `retrieval` are siblings on the 
 __version__ = "0.1.0"
 
 from .classification import (
+    ContrastiveArguments,
+    ContrastiveTrainer,
     EpisodicResult,
     MatchingNetworkClassifier,
     Trainer,
@@ -56,6 +58,8 @@ __all__ = [
     "BeirData",
     "BiLSTMEncoder",
     "ClassSplit",
+    "ContrastiveArguments",
+    "ContrastiveTrainer",
     "Encoder",
     "Episode",
     "EpisodeSampler",

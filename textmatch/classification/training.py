@@ -12,23 +12,32 @@ Episode i depends only on (seed, i). A step trains on per_device_train_batch_siz
 process, times gradient_accumulation_steps; under torchrun / accelerate launch process r
 trains on episodes r, r + W, ... of each step's block, and DDP averages the gradients, so W
 processes train as one process with W times the accumulation.
+
+Meta-training over several datasets: `train_dataset` as a dict {source name: dataset}. Each
+episode comes from one source, in that source's own episode shape, the source drawn with
+probability proportional to sqrt(its texts) (`MultiSourceEpisodeSampler`); the model is
+saved without a support set, for fine-tuning on the user's few-shot data afterwards.
 """
 
 from __future__ import annotations
 
+import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Hashable
+from typing import Any, Hashable, Mapping
 
+import numpy as np
 import torch
 from transformers.trainer_callback import ExportableState, TrainerCallback
 
 from ..core.card_data import infer_dataset_name
-from ..core.episodes import EpisodeSampler
+from ..core.episodes import EpisodeSampler, MultiSourceEpisodeSampler
 from ..core.modeling import MatchingNetwork, read_weights, tokenize_chunks
 from ..core.optimization import OptimizationArguments, TrainOutput, is_int
 from ..core.trainer_base import MatchingTrainerBase
 from ..data.loading import as_text_label_lists
+from ..data.validation import sorted_classes
 from ..errors import TextMatchError
 from .fewshot import evaluate_episodes
 
@@ -44,7 +53,8 @@ class TrainingArguments(OptimizationArguments):
     n_way / k_shot / q_query: the episode shape; left at None they are chosen from the data by
         `episode_shape`: n_way = min(64, classes) and about 128 texts per episode (64-way 1 + 1
         for 77 classes, 12-way 5 + 5 for 12 classes of 10); values given are checked against
-        the data.
+        the data. With several training sources each source gets its own shape, n_way capped
+        at its class count.
     per_device_train_batch_size: episodes per step and process (default 1); their losses are
         averaged.
     label_smoothing_factor: label smoothing of the matching NLL (Hugging Face's field).
@@ -54,7 +64,8 @@ class TrainingArguments(OptimizationArguments):
         (None: never stop early).
     keep_best_model: at the end, restore the weights of the best validation (kept in memory;
         Hugging Face's load_best_model_at_end would need checkpoint folders).
-    fit_support_at_end: store the training data as the model's support set after training.
+    fit_support_at_end: store the training data as the model's support set after training
+        (not with several training sources: a meta-trained model is saved without one).
     """
 
     num_episodes: int = 150
@@ -130,10 +141,94 @@ def episode_shape(labels: list[Hashable], n_way: int | None, k_shot: int | None,
     return n_way, k_shot, q_query
 
 
+# -- several sources (meta-training over datasets) ---------------------------------------------
+META_OBJECTIVE = "meta-training"  # the recipe's "objective" when training on several sources
+
+
+def is_column(value: Any) -> bool:
+    """A flat sequence of values (a column), not a (texts, labels) pair nor a dataset."""
+    if isinstance(value, np.ndarray):
+        return value.ndim == 1
+    nested = (list, tuple, np.ndarray)
+    return isinstance(value, nested) and (not value or any(not isinstance(x, nested) for x in value))
+
+
+def is_source_dict(data: Any) -> bool:
+    """Whether `data` is a dict of sources {name: dataset or (texts, labels)} rather than one
+    dataset given as a dict of columns {"text": [...], "label": [...]}: a dict is read as
+    columns when one of its values is a flat sequence. A `datasets.DatasetDict` (the splits of
+    one dataset) is not a dict of sources."""
+    import datasets
+
+    if not isinstance(data, Mapping) or isinstance(data, (datasets.DatasetDict, datasets.IterableDatasetDict)):
+        return False
+    return not any(is_column(v) for v in data.values())
+
+
+def read_sources(
+    data: Mapping[str, Any], text_column: str, label_column: str, what: str
+) -> dict[str, tuple[list[str], list[Hashable]]]:
+    """{name: (texts, labels)} of a dict of sources (`as_text_label_lists` on each); errors
+    name the source."""
+    if not data:
+        raise TextMatchError(
+            f"{what} is an empty dict: give at least one source, e.g. {{'banking77': dataset, 'clinc150': (texts, labels)}}"
+        )
+    out: dict[str, tuple[list[str], list[Hashable]]] = {}
+    for name, source in data.items():
+        if not isinstance(name, str) or not name.strip():
+            raise TextMatchError(f"{what}: source names must be non-empty strings, got {name!r}; name each dataset")
+        try:
+            out[name] = as_text_label_lists(source, text_column, label_column)
+        except TextMatchError as exc:
+            raise TextMatchError(f"{what} source {name!r}: {exc}") from None
+    return out
+
+
+def source_sampler(
+    name: str, data: tuple[list[str], list[Hashable]], args: TrainingArguments, seed: int, what: str
+) -> EpisodeSampler:
+    """The EpisodeSampler of one source, in its own `episode_shape`: a user's n_way is capped
+    at the source's class count (7 classes: 7-way episodes)."""
+    try:
+        n_classes = len(set(data[1]))
+        if n_classes < 2:
+            raise TextMatchError(f"it has {n_classes} class; episodes need at least 2: drop the source or add classes")
+        n_way = min(args.n_way, n_classes) if args.n_way is not None else None
+        shape = episode_shape(data[1], n_way, args.k_shot, args.q_query)
+        return EpisodeSampler(data, *shape, seed=seed)
+    except TextMatchError as exc:
+        raise TextMatchError(f"{what} source {name!r}: {exc}") from None
+
+
+def sampler_shape(sampler: EpisodeSampler) -> dict[str, int]:
+    return {"n_way": sampler.n_way, "k_shot": sampler.k_shot, "q_query": sampler.q_query}
+
+
+def check_episode_widths(sampler: MultiSourceEpisodeSampler, batch: int) -> None:
+    """Episodes batched together must have one width (their logits are concatenated)."""
+    widths = {name: s.n_way for name, s in sampler.samplers.items()}
+    if batch > 1 and len(set(widths.values())) > 1:
+        listed = ", ".join(f"{name}: {n}-way" for name, n in widths.items())
+        raise TextMatchError(
+            f"per_device_train_batch_size={batch} would batch episodes of different widths ({listed}); "
+            "keep per_device_train_batch_size=1 and raise gradient_accumulation_steps instead "
+            "(the same episodes per optimizer step), or set an n_way that every source reaches"
+        )
+
+
+def with_label_examples(model: MatchingNetwork, texts: list[str], labels: list[Hashable]) -> tuple[list[str], list[Hashable]]:
+    """The episodes' data: with `model.config.label_names`, each class's name joins its
+    examples (one more text per class), as it joins the support set at prediction."""
+    classes = sorted_classes(labels)
+    name_texts, name_ids = model.label_examples(classes)
+    return texts + name_texts, labels + [classes[j] for j in name_ids]
+
+
 class EpisodeDataset(torch.utils.data.Dataset):
     """Item i = episode i of the sampler (it depends only on the sampler's seed and i)."""
 
-    def __init__(self, sampler: EpisodeSampler, length: int) -> None:
+    def __init__(self, sampler: EpisodeSampler | MultiSourceEpisodeSampler, length: int) -> None:
         self.sampler = sampler
         self.length = length
 
@@ -226,6 +321,17 @@ class Trainer(MatchingTrainerBase):
     (texts, labels) pairs. train_dataset_name: what the model card names the training data
     (default: a Hub dataset's own name, from `train_dataset.info.dataset_name`).
     callbacks: more Hugging Face TrainerCallbacks.
+
+    Meta-training: `train_dataset` as a dict {source name: dataset or (texts, labels)}. Each
+    episode comes from one source (`MultiSourceEpisodeSampler`: sources drawn in proportion to
+    sqrt(texts)), in the source's own `episode_shape` (args.n_way capped at its class count);
+    the card names the data "A + B" and records objective "meta-training", the sources, their
+    episode shapes and probabilities. fit_support_at_end stores no support set (a support set
+    the model already had is re-encoded with the new weights, and a warning says so).
+    per_device_train_batch_size > 1 needs sources of one episode width. `eval_dataset` may be
+    a dict of sources too: each is validated on its own episodes (never mixed with another
+    source's classes) and eval_accuracy is the mean over sources (each source weighs the same),
+    also logged per source as eval_<source>_accuracy.
     """
 
     progress_unit = "episode"
@@ -248,21 +354,49 @@ class Trainer(MatchingTrainerBase):
         args = args if args is not None else TrainingArguments()
         if not isinstance(args, TrainingArguments):
             raise TextMatchError(f"Trainer needs textmatch.TrainingArguments, got {type(args).__name__}")
-        self.train_texts, self.train_labels = as_text_label_lists(train_dataset, text_column, label_column)
-        n_way, k_shot, q_query = episode_shape(self.train_labels, args.n_way, args.k_shot, args.q_query)
-        self.train_sampler = EpisodeSampler((self.train_texts, self.train_labels), n_way, k_shot, q_query, seed=args.seed)
+        self.train_sources: dict[str, tuple[list[str], list[Hashable]]] | None = None  # meta-training
+        self.train_sampler: EpisodeSampler | MultiSourceEpisodeSampler
+        if is_source_dict(train_dataset):
+            self.train_sources = read_sources(train_dataset, text_column, label_column, "train_dataset")
+            self.train_texts, self.train_labels = [], []  # no single training set: nothing to fit at the end
+            self.train_sampler = MultiSourceEpisodeSampler(
+                {name: source_sampler(name, with_label_examples(model, *data), args, args.seed, "train_dataset")
+                 for name, data in self.train_sources.items()},
+                seed=args.seed,
+            )
+            n_way = args.n_way  # eval episodes of one eval_dataset: capped at the user's n_way only
+        else:
+            self.train_texts, self.train_labels = as_text_label_lists(train_dataset, text_column, label_column)
+            episode_data = with_label_examples(model, self.train_texts, self.train_labels)
+            n_way, k_shot, q_query = episode_shape(episode_data[1], args.n_way, args.k_shot, args.q_query)
+            self.train_sampler = EpisodeSampler(episode_data, n_way, k_shot, q_query, seed=args.seed)
         self.eval_data: tuple[list[str], list[Hashable]] | None = None
         self.eval_shape: tuple[int, int, int] | None = None
-        if eval_dataset is not None:
+        # a dict eval_dataset: {source: ((texts, labels), its episode shape)}
+        self.eval_sources: dict[str, tuple[tuple[list[str], list[Hashable]], tuple[int, int, int]]] | None = None
+        if eval_dataset is not None and is_source_dict(eval_dataset):
+            self.eval_sources = {}
+            for name, data in read_sources(eval_dataset, text_column, label_column, "eval_dataset").items():
+                sampler = source_sampler(name, data, args, args.seed, "eval_dataset")  # the data fits its shape
+                self.eval_sources[name] = (data, (sampler.n_way, sampler.k_shot, sampler.q_query))
+        elif eval_dataset is not None:
             self.eval_data = as_text_label_lists(eval_dataset, text_column, label_column)
             e_way, e_k, e_q = episode_shape(self.eval_data[1], None, args.k_shot, args.q_query)
-            self.eval_shape = (min(n_way, e_way), e_k, e_q)
+            self.eval_shape = (min(n_way or e_way, e_way), e_k, e_q)
             EpisodeSampler(self.eval_data, *self.eval_shape, seed=args.seed)  # the validation data fits its shape
-        self.train_dataset_name = train_dataset_name or infer_dataset_name(train_dataset)
-        own = self.own_copy(args, eval_strategy="steps" if self.eval_data is not None else "no")
+        if self.train_sources is not None:
+            self.train_dataset_name = train_dataset_name or " + ".join(self.train_sources)
+        else:
+            self.train_dataset_name = train_dataset_name or infer_dataset_name(train_dataset)
+        validating = self.eval_data is not None or self.eval_sources is not None
+        own = self.own_copy(args, eval_strategy="steps" if validating else "no")
         per_step = own.per_device_train_batch_size * own.gradient_accumulation_steps * own.world_size
         card_args = own.recipe(RECIPE_FIELDS)
-        card_args.update(n_way=n_way, k_shot=k_shot, q_query=q_query)
+        if isinstance(self.train_sampler, MultiSourceEpisodeSampler):
+            check_episode_widths(self.train_sampler, own.per_device_train_batch_size)
+            card_args = self.meta_training_recipe(self.train_sampler, card_args)
+        else:
+            card_args.update(n_way=n_way, k_shot=k_shot, q_query=q_query)
         self.early_stopping = EpisodicEarlyStoppingCallback(model, own.early_stopping_patience, own.keep_best_model)
         super().__init__(
             model,
@@ -270,29 +404,82 @@ class Trainer(MatchingTrainerBase):
             EpisodeDataset(self.train_sampler, own.num_episodes * per_step),
             EpisodeCollator(model, own.encode_batch_size, own.label_smoothing_factor),
             card_args,
-            eval_dataset=self.eval_data,
+            eval_dataset=self.eval_data if self.eval_sources is None else self.eval_sources,
             dataset_name=self.train_dataset_name,
             callbacks=[self.early_stopping, *(callbacks or [])],
         )
 
+    @staticmethod
+    def meta_training_recipe(sampler: MultiSourceEpisodeSampler, recipe: dict[str, Any]) -> dict[str, Any]:
+        """The card's record of meta-training: objective, sources, the recipe (its n_way /
+        k_shot / q_query replaced by each source's episode shape) and the source probabilities."""
+        recipe = {k: v for k, v in recipe.items() if k not in ("n_way", "k_shot", "q_query")}
+        return {
+            "objective": META_OBJECTIVE,
+            "sources": list(sampler.sources),
+            **recipe,
+            "episode_shapes": {name: sampler_shape(s) for name, s in sampler.samplers.items()},
+            "source_probabilities": {name: round(p, 4) for name, p in sampler.probabilities.items()},
+        }
+
+    def refit_earlier_support(self) -> None:
+        """After meta-training: a support set the model had before is not the training data;
+        it is kept, re-encoded with the new weights (its cached g(S) would be stale)."""
+        model = self.matching_model
+        warnings.warn(
+            f"the model had a support set of {len(model.support_texts)} examples before meta-training; it is kept, "
+            "re-encoded with the meta-trained weights (fit your own few-shot data, or fine-tune with it)",
+            stacklevel=3,
+        )
+        model.fit(list(model.support_texts), list(model.support_labels), batch_size=self.args.encode_batch_size)
+
     # -- evaluation -------------------------------------------------------------------------
     def evaluate(self, eval_dataset: Any = None, ignore_keys: Any = None, metric_key_prefix: str = "eval") -> dict[str, float]:
         """Mean query accuracy and loss over `args.eval_episodes` fixed validation episodes,
-        with a 95% CI (`fewshot.evaluate_episodes`: each validation text is encoded once)."""
-        if self.eval_data is None or self.eval_shape is None:
+        with a 95% CI (`fewshot.evaluate_episodes`: each validation text is encoded once).
+        With a dict eval_dataset: `evaluate_sources`."""
+        if self.eval_sources is not None:
+            metrics = self.evaluate_sources(metric_key_prefix)
+        elif self.eval_data is None or self.eval_shape is None:
             raise TextMatchError("no eval_dataset was given to the Trainer")
-        n_way, k_shot, q_query = self.eval_shape
-        result = evaluate_episodes(
-            self.matching_model, self.eval_data, n_way, k_shot, q_query,
-            num_episodes=self.args.eval_episodes, seed=self.args.seed + 1_000_003, batch_size=self.args.encode_batch_size,
-        )
-        metrics = {
-            f"{metric_key_prefix}_accuracy": result.accuracy,
-            f"{metric_key_prefix}_accuracy_ci95": result.ci95,
-            f"{metric_key_prefix}_loss": result.loss,
-        }
+        else:
+            n_way, k_shot, q_query = self.eval_shape
+            result = evaluate_episodes(
+                self.matching_model, self.eval_data, n_way, k_shot, q_query,
+                num_episodes=self.args.eval_episodes, seed=self.args.seed + 1_000_003, batch_size=self.args.encode_batch_size,
+            )
+            metrics = {
+                f"{metric_key_prefix}_accuracy": result.accuracy,
+                f"{metric_key_prefix}_accuracy_ci95": result.ci95,
+                f"{metric_key_prefix}_loss": result.loss,
+            }
         self.log(metrics)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
+
+    def evaluate_sources(self, prefix: str = "eval") -> dict[str, float]:
+        """Validation on several sources: `args.eval_episodes` fixed episodes of each source,
+        in its own shape and never mixing two sources' classes (concatenating the sources would
+        make mixed episodes, easy by dataset style alone). Accuracy and loss are the means over
+        sources, each source weighing the same; the CI of that mean of independent means is
+        sqrt(sum of the squared per-source CIs) / number of sources. Per source:
+        <prefix>_<source>_accuracy."""
+        if self.eval_sources is None:
+            raise TextMatchError("no eval_dataset dict of sources was given to the Trainer")
+        results = {
+            name: evaluate_episodes(
+                self.matching_model, data, *shape, num_episodes=self.args.eval_episodes,
+                seed=self.args.seed + 1_000_003, batch_size=self.args.encode_batch_size,
+            )
+            for name, (data, shape) in self.eval_sources.items()
+        }
+        n = len(results)
+        metrics = {
+            f"{prefix}_accuracy": sum(r.accuracy for r in results.values()) / n,
+            f"{prefix}_accuracy_ci95": math.sqrt(sum(r.ci95 ** 2 for r in results.values())) / n,
+            f"{prefix}_loss": sum(r.loss for r in results.values()) / n,
+        }
+        metrics.update({f"{prefix}_{name}_accuracy": r.accuracy for name, r in results.items()})
         return metrics
 
     # -- training ---------------------------------------------------------------------------
@@ -303,7 +490,9 @@ class Trainer(MatchingTrainerBase):
             raise TextMatchError(f"Trainer.train takes resume_from_checkpoint only, got {sorted(kwargs)}")
         self.matching_model.train()
         output, runtime = self.run(resume_from_checkpoint)
-        if self.args.fit_support_at_end:
+        if self.args.fit_support_at_end and self.train_sources is None:
             self.matching_model.fit(self.train_texts, self.train_labels, batch_size=self.args.encode_batch_size)
+        elif self.args.fit_support_at_end and self.matching_model.classes_:
+            self.refit_earlier_support()
         es = self.early_stopping
         return self.train_output(output, runtime, es.best_metric, es.best_step)

@@ -1,6 +1,7 @@
 """The `textmatch` command: the only top floor. Each command group lives in its own module
-(`classify`: predict / evaluate / train; `retrieve`: index / search / evaluate-retrieval;
-`share`: push); this module builds the parser and runs a command with the exit-status rules.
+(`classify`: predict / evaluate / train; `pretrain`: pretrain; `retrieve`: index / search /
+evaluate-retrieval; `share`: push); this module builds the parser and runs a command with the
+exit-status rules.
 
 Exit status: 0 on success, 2 on bad usage or bad input (one line on stderr naming the
 problem), 1 on an internal error.
@@ -15,10 +16,10 @@ import warnings
 from typing import Sequence
 
 from ..errors import TextMatchError
-from . import classify, retrieve, share
+from . import classify, pretrain, retrieve, share
 from .common import EXIT_INTERNAL, EXIT_USAGE, Parser, quiet_libraries
 
-COMMAND_GROUPS = (classify, retrieve, share)
+COMMAND_GROUPS = (classify, pretrain, retrieve, share)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from ..classification import Trainer, TrainingArguments, classification_report
+from ..classification import (
+    ContrastiveArguments,
+    ContrastiveTrainer,
+    Trainer,
+    TrainingArguments,
+    classification_report,
+)
+from ..classification.training import episode_shape
+from ..core.episodes import EpisodeSampler
 from ..core.modeling import is_textmatch_folder
+from ..data import FILE_BUILDERS, column_values, load_text_dataset
 from ..errors import TextMatchError
 from ..hub import DEFAULT_MODEL
 from .common import (
@@ -85,6 +95,15 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--valid", help="validation examples (same classes, or other classes for meta-training): "
                                    "enables best-checkpoint keeping and early stopping")
     p.add_argument("--output", required=True, help="folder to save the trained model in")
+    p.add_argument("--unlabeled", metavar="FILE",
+                   help="unlabelled in-domain texts for a contrastive stage before the episodes (SimCSE: each text "
+                        "encoded twice, its dropout views are positives, the batch's other texts negatives): one "
+                        "text per line (.txt) or a CSV/TSV/JSON(L)/Parquet file with a --text-column (a label column "
+                        "is ignored); its log goes to RUN_DIR/contrastive")
+    p.add_argument("--unlabeled-epochs", type=float, default=None,
+                   help="with --unlabeled: passes over the texts, 64 per batch (default 1)")
+    p.add_argument("--unlabeled-max-steps", type=int, default=None,
+                   help="with --unlabeled: stop the contrastive stage after N steps (default: from --unlabeled-epochs)")
     add_training_runtime(p)
     for flag, field, kind, text in TRAINING_FLAGS:
         p.add_argument(flag, dest=field, type=kind, default=None, help=text)
@@ -169,9 +188,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    check_unlabeled_flags(args)
     if args.data:
         if args.train or args.dataset:
             raise TextMatchError("--data (retrieval training) and --train/--dataset (classification) exclude each other")
+        if args.unlabeled:
+            raise TextMatchError("--unlabeled (a contrastive stage) applies to classification training, not to --data")
         from .retrieve import cmd_train_retrieval
 
         return cmd_train_retrieval(args)
@@ -195,6 +217,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     training_args = TrainingArguments(**training_runtime(args), **{k: v for k, v in given.items() if v is not None})
     model = load_model(args, **overrides)
     model.check_save_directory(args.output)  # fail now, not after training
+    contrastive = None
+    if args.unlabeled:  # fail now on the episodes' data, not after the contrastive stage
+        EpisodeSampler(train, *episode_shape(train[1], training_args.n_way, training_args.k_shot, training_args.q_query))
+        if args.resume and not list(Path(training_args.output_dir).glob("checkpoint-*")):
+            raise TextMatchError(f"nothing to resume: {training_args.output_dir} holds no checkpoint-N folder")
+        contrastive = contrastive_stage(args, model)
     trainer = Trainer(model, training_args, train_dataset=train, eval_dataset=valid, train_dataset_name=args.dataset)
     result = trainer.train(resume_from_checkpoint=True if args.resume else None)
     if not trainer.is_world_process_zero():  # under torchrun / accelerate launch the main process saves and reports
@@ -213,10 +241,77 @@ def cmd_train(args: argparse.Namespace) -> int:
         "processes": training_args.world_size,
         "arguments": model.model_card_data.training_args,
     }
+    if contrastive is not None:
+        summary["contrastive"] = contrastive
     if args.json:
         emit_json(summary)
     else:
+        if contrastive is not None:
+            print(f"contrastive stage: {contrastive['steps']} steps on {contrastive['n_texts']} unlabelled texts in "
+                  f"{contrastive['train_seconds']:.0f} s (mean loss {contrastive['training_loss']:.4f}), "
+                  f"log in {contrastive['run_dir']}")
         best = f", best validation accuracy {result.best_metric:.4f}" if result.best_metric is not None else ""
         print(f"trained {result.global_step} episodes in {result.train_runtime:.0f} s "
               f"(mean loss {result.training_loss:.4f}{best}); saved to {args.output}, log in {training_args.output_dir}")
     return EXIT_OK
+
+
+UNLABELED_SUFFIXES = (".txt", *FILE_BUILDERS)
+
+
+def check_unlabeled_flags(args: argparse.Namespace) -> None:
+    """--unlabeled-epochs / --unlabeled-max-steps: in range, and only with --unlabeled."""
+    for flag, value in (("--unlabeled-epochs", args.unlabeled_epochs), ("--unlabeled-max-steps", args.unlabeled_max_steps)):
+        if value is not None and not args.unlabeled:
+            raise TextMatchError(f"{flag} sets the contrastive stage: give it with --unlabeled FILE")
+    if args.unlabeled_epochs is not None and not (math.isfinite(args.unlabeled_epochs) and args.unlabeled_epochs > 0):
+        raise TextMatchError(f"--unlabeled-epochs must be a number > 0, got {args.unlabeled_epochs}")
+    if args.unlabeled_max_steps is not None and args.unlabeled_max_steps < 1:
+        raise TextMatchError(f"--unlabeled-max-steps must be at least 1, got {args.unlabeled_max_steps}")
+
+
+def read_unlabeled(source: str, text_column: str) -> list[str]:
+    """The texts of --unlabeled: the lines of a .txt file (blank lines skipped, each stripped),
+    or the `text_column` of a data file (any label column is ignored)."""
+    path = Path(source).expanduser()
+    if not path.is_file():
+        raise TextMatchError(f"--unlabeled {source!r} is not a file; give one text per line (.txt) or a data file")
+    suffix = path.suffix.lower()
+    if suffix not in UNLABELED_SUFFIXES:
+        raise TextMatchError(f"--unlabeled {source!r}: unknown file type {suffix!r}; use one of {sorted(UNLABELED_SUFFIXES)}")
+    if suffix == ".txt":
+        try:
+            lines = path.read_text(encoding="utf-8-sig").split("\n")
+        except UnicodeDecodeError:
+            raise TextMatchError(f"--unlabeled {source!r} is not UTF-8 text; save it as UTF-8") from None
+        texts = [line.strip() for line in lines if line.strip()]
+    else:
+        texts = column_values(load_text_dataset(str(path), text_column=text_column, label_column=None), text_column)
+    if not texts:
+        raise TextMatchError(f"--unlabeled {source!r} holds no texts")
+    return texts
+
+
+def contrastive_stage(args: argparse.Namespace, model: Any) -> dict[str, Any]:
+    """`train --unlabeled FILE`: the contrastive stage (ContrastiveTrainer) on the model, with
+    the run's --device, --seed, --batch-size (texts per forward pass), --mixed-precision and
+    progress bar; its log in RUN_DIR/contrastive, no checkpoints (the stage is short: --resume
+    runs it again, with the same result, before resuming the episodes). -> the summary's entry."""
+    runtime = training_runtime(args)
+    for name in ("per_device_train_batch_size", "gradient_accumulation_steps", "save_strategy", "save_steps", "save_total_limit"):
+        runtime.pop(name, None)  # episodes per step and checkpoints: the episodic stage's
+    runtime["output_dir"] = str(Path(runtime["output_dir"]) / "contrastive")
+    given = {"seed": args.seed, "max_steps": args.unlabeled_max_steps, "num_train_epochs": args.unlabeled_epochs}
+    contrastive_args = ContrastiveArguments(**runtime, **{k: v for k, v in given.items() if v is not None})
+    trainer = ContrastiveTrainer(model, contrastive_args, read_unlabeled(args.unlabeled, args.text_column))
+    result = trainer.train()
+    return {
+        "unlabeled": args.unlabeled,
+        "run_dir": contrastive_args.output_dir,
+        "steps": result.global_step,
+        "training_loss": result.training_loss,
+        "train_seconds": round(result.train_runtime, 1),
+        "n_texts": len(trainer.texts),
+        "duplicates_dropped": trainer.duplicates_dropped,
+        "batch_size": trainer.batch_size,
+    }

@@ -2,13 +2,16 @@
 
 An episode draws n_way classes, then k_shot support and q_query query examples per class,
 without overlap. Episode i of a sampler depends only on (seed, i), so validation episodes
-are the same at every evaluation and a run is reproducible.
+are the same at every evaluation and a run is reproducible. `MultiSourceEpisodeSampler` draws
+each episode from one of several labelled datasets (meta-training over datasets).
 """
 
 from __future__ import annotations
 
+import math
+import random
 from dataclasses import dataclass, field
-from typing import Any, Hashable, Iterator, Sequence
+from typing import Any, Hashable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -20,7 +23,8 @@ from ..errors import TextMatchError
 class Episode:
     """One task: support and query texts with episode-local labels 0..n_way-1.
 
-    classes[j] is the dataset label behind local label j.
+    classes[j] is the dataset label behind local label j. source: the dataset it was drawn
+    from, for episodes of a `MultiSourceEpisodeSampler` (None otherwise).
     """
 
     support_texts: list[str]
@@ -28,6 +32,7 @@ class Episode:
     query_texts: list[str]
     query_labels: list[int]
     classes: list[Hashable] = field(default_factory=list)
+    source: str | None = None
 
     @property
     def n_way(self) -> int:
@@ -118,6 +123,73 @@ class EpisodeSampler:
             np.repeat(np.arange(self.n_way), self.q_query).tolist(),
             [self.classes[c] for c in chosen],
         )
+
+    def episodes(self, n: int, start: int = 0) -> Iterator[Episode]:
+        """Episodes start .. start + n - 1."""
+        for i in range(start, start + n):
+            yield self.episode(i)
+
+    def __iter__(self) -> Iterator[Episode]:
+        i = 0
+        while True:
+            yield self.episode(i)
+            i += 1
+
+
+class MultiSourceEpisodeSampler:
+    """Episodes from several labelled datasets ("sources"), each episode from ONE source.
+
+    samplers: source name -> that source's EpisodeSampler, with the source's own episode shape
+    (a 7-class source gives 7-way episodes while another gives 64-way ones). Classes of two
+    sources never meet in an episode: a query would then be told from support examples of
+    another dataset by its style alone, which makes the episode easy and teaches nothing.
+
+    Episode i: a `random.Random(f"{seed}:{i}")` draw picks the source, with probability
+    proportional to the square root of its number of texts (those its sampler draws from),
+    then it is that source's episode i. Square-root sampling is the alpha = 0.5 smoothing of
+    XLM's language sampling (Lample & Conneau 2019), between sampling sources in proportion to
+    their size (a small source is drowned) and uniformly (a small source is over-sampled, its
+    episodes repeated). Episode i depends only on (seed, i) and the source samplers' seeds.
+    """
+
+    def __init__(self, samplers: Mapping[str, EpisodeSampler], seed: int = 0) -> None:
+        if not isinstance(samplers, Mapping) or not samplers:
+            raise TextMatchError(
+                "MultiSourceEpisodeSampler needs at least one source: a dict of name -> EpisodeSampler"
+            )
+        for name, sampler in samplers.items():
+            if not isinstance(name, str) or not name.strip():
+                raise TextMatchError(f"source names must be non-empty strings, got {name!r}")
+            if not isinstance(sampler, EpisodeSampler):
+                raise TextMatchError(f"source {name!r}: expected an EpisodeSampler, got {type(sampler).__name__}")
+        self.samplers: dict[str, EpisodeSampler] = dict(samplers)
+        self.sources: list[str] = list(self.samplers)
+        self.seed = int(seed)
+        self.sizes: list[int] = [len(s.rows) for s in self.samplers.values()]  # texts per source
+        weights = [math.sqrt(n) for n in self.sizes]
+        total = sum(weights)
+        self.probabilities: dict[str, float] = {name: w / total for name, w in zip(self.sources, weights)}
+        self._cumulative = np.cumsum(weights).tolist()  # for random.choices
+
+    def source_of(self, index: int) -> str:
+        """The source of episode `index`: a draw of `random.Random(f"{seed}:{index}")`, with
+        probability proportional to sqrt(texts of the source)."""
+        rng = random.Random(f"{self.seed}:{int(index)}")
+        return rng.choices(self.sources, cum_weights=self._cumulative)[0]
+
+    def episode_indices(self, index: int) -> tuple[str, np.ndarray, np.ndarray, np.ndarray]:
+        """(source, support rows (n_way*k_shot,), query rows (n_way*q_query,), chosen class
+        positions (n_way,)) of the index-th episode: `EpisodeSampler.episode_indices` of its
+        source, whose texts the rows index."""
+        source = self.source_of(index)
+        return (source, *self.samplers[source].episode_indices(index))
+
+    def episode(self, index: int) -> Episode:
+        """The index-th episode (its `source` set); the same for the same (seed, index)."""
+        source = self.source_of(index)
+        episode = self.samplers[source].episode(index)
+        episode.source = source
+        return episode
 
     def episodes(self, n: int, start: int = 0) -> Iterator[Episode]:
         """Episodes start .. start + n - 1."""

@@ -39,7 +39,7 @@ from ..files import (
     write_folder,
 )
 from ..hub.resolution import DEFAULT_MODEL, require_safetensors, resolve_model
-from . import matching
+from . import heads, label_names, matching
 from .card_data import ModelCardData
 from .encoders import Encoder, QueryFCE, SupportFCE, TransformerEncoder, encoder_class
 
@@ -68,6 +68,13 @@ class MatchingNetworkConfig(ConfigMixin):
     temperature: tau of eq. 2; learn_temperature: make log(tau) a trained parameter.
     threshold: out-of-scope threshold on the best class probability ("probability") or the
     best support similarity ("similarity"); queries below it get `oos_label`.
+    head: how class probabilities are read from the embeddings (textmatch.core.heads):
+    "matching" (eq. 1), "logreg" (a logistic regression fitted on the support set whenever it
+    changes) or "ensemble" (the mean of the two); logreg_c: the regression's inverse L2
+    strength (scikit-learn's C).
+    label_names: each class's name ("card_arrival" -> "card arrival") is one more support
+    example of it (textmatch.core.label_names), also while training; label_descriptions:
+    {label: text} to use instead of a class's name (e.g. for labels like "A12" or ints).
     """
 
     share_weights: bool = True
@@ -81,6 +88,10 @@ class MatchingNetworkConfig(ConfigMixin):
     threshold: float | None = None
     threshold_metric: str = "probability"
     oos_label: str = "oos"
+    head: str = "matching"
+    logreg_c: float = 10.0
+    label_names: bool = False
+    label_descriptions: dict[str, str] | None = None
 
     def __post_init__(self) -> None:
         if self.metric not in matching.METRICS:
@@ -96,6 +107,10 @@ class MatchingNetworkConfig(ConfigMixin):
                 f"threshold_metric must be 'probability' or 'similarity', got {self.threshold_metric!r}"
             )
         check_threshold(self.threshold, self.threshold_metric, self.metric)
+        heads.check_head(self.head, self.logreg_c)
+        if not isinstance(self.label_names, bool):
+            raise TextMatchError(f"label_names must be True or False, got {self.label_names!r}")
+        self.label_descriptions = label_names.check_descriptions(self.label_descriptions)
 
 
 
@@ -132,8 +147,9 @@ class SupportView(NamedTuple):
     """One consistent support set, read at once: what a prediction uses from start to end."""
 
     classes: list[Hashable]
-    emb: torch.Tensor  # g(S), (n_support, dim)
-    label_ids: torch.Tensor  # (n_support,)
+    emb: torch.Tensor  # g(S), (n_support + n_names, dim): the examples, then the class names (label_names)
+    label_ids: torch.Tensor  # (n_support + n_names,)
+    head: tuple[torch.Tensor, torch.Tensor] | None = None  # logistic regression W (n_classes, dim), b (n_classes,)
 
 
 def tokenize_chunks(encoder: Encoder, texts: Sequence[str], batch_size: int) -> dict[str, Any]:
@@ -455,12 +471,14 @@ class MatchingNetwork(nn.Module):
         self.register_buffer("_support_base", None, persistent=False)  # g'(S), (n_support, dim)
         self.register_buffer("_support_emb", None, persistent=False)  # g(S), (n_support, dim)
         self.register_buffer("_support_label_ids", None, persistent=False)  # (n_support,)
+        self._head: tuple[torch.Tensor, torch.Tensor] | None = None  # heads.fit_logistic_regression on S
 
     @property
     def support_embeddings_(self) -> torch.Tensor | None:
         """g(x_i, S) of the stored support set, (n_support, dim), rows in `support_texts` order;
-        None before `fit`. With FCE off it equals `support_base_embeddings_`."""
-        return self._support_emb
+        None before `fit`. With FCE off it equals `support_base_embeddings_`. (With
+        label_names, the class names' rows follow them in the matching layer.)"""
+        return None if self._support_emb is None else self._support_emb[: len(self.support_texts)]
 
     @property
     def support_base_embeddings_(self) -> torch.Tensor | None:
@@ -470,7 +488,7 @@ class MatchingNetwork(nn.Module):
     @property
     def support_label_ids_(self) -> torch.Tensor | None:
         """Each support example's class as a position in `classes_`, (n_support,); None before `fit`."""
-        return self._support_label_ids
+        return None if self._support_label_ids is None else self._support_label_ids[: len(self.support_texts)]
 
     def fit(self, texts: Sequence[str], labels: Sequence[Hashable], append: bool = False, batch_size: int = 32,
             show_progress_bar: bool = False, strict: bool = False) -> "MatchingNetwork":
@@ -500,21 +518,53 @@ class MatchingNetwork(nn.Module):
         """Add labelled examples (possibly of new classes) to the support set: fit(append=True)."""
         return self.fit(texts, labels, append=True)
 
-    def _set_support(self, texts: list[str], labels: list[Hashable], base: torch.Tensor) -> None:
+    def _set_support(self, texts: list[str], labels: list[Hashable], base: torch.Tensor,
+                     head: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
         classes = sorted_classes(labels)
         index = {c: i for i, c in enumerate(classes)}
         label_ids = torch.tensor([index[y] for y in labels], device=self.device)
+        texts, base = list(texts), base.detach()
+        name_texts, name_ids = self.label_examples(classes)
+        all_base, all_ids = base, label_ids  # (n_support, dim), (n_support,)
+        if name_texts:  # the class names join the examples: (n_support + n_names, dim)
+            with torch.inference_mode(), _eval_mode(self):
+                name_base = self.embed(self.support_encoder, name_texts, 64)  # (n_names, dim)
+            all_base = torch.cat([base, name_base.to(base.dtype)])
+            all_ids = torch.cat([label_ids, torch.tensor(name_ids, device=self.device, dtype=label_ids.dtype)])
         with torch.inference_mode(), _eval_mode(self):
-            emb = self.support_embeddings(base.detach()).detach()
+            emb = self.support_embeddings(all_base).detach()
+        if head is None and self.config.head != "matching":
+            head = self._fit_head(texts + name_texts, all_base, all_ids, len(classes))
         with self._support_lock:  # all at once: a prediction sees the old set or the new one
-            self.support_texts, self.support_labels, self.classes_ = list(texts), list(labels), classes
-            self._support_label_ids, self._support_base, self._support_emb = label_ids, base.detach(), emb
+            self.support_texts, self.support_labels, self.classes_ = texts, list(labels), classes
+            self._support_label_ids, self._support_base, self._support_emb = all_ids, base, emb
+            self._head = head
+
+    def label_examples(self, classes: Sequence[Hashable]) -> tuple[list[str], list[int]]:
+        """With `config.label_names`: the class-name examples of `classes` (texts and class
+        positions; textmatch.core.label_names), else none."""
+        if not self.config.label_names:
+            return [], []
+        return label_names.label_examples(classes, self.config.label_descriptions)
+
+    def _fit_head(self, texts: list[str], base: torch.Tensor, label_ids: torch.Tensor, n_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The logistic regression of `head="logreg"` / `"ensemble"` on f'(x_i) of the support
+        examples (g'(x_i) when f' and g' are one encoder; else the texts are encoded with f')."""
+        if self.config.share_weights:
+            features = base
+        else:
+            with torch.inference_mode(), _eval_mode(self):
+                features = self.embed(self.query_encoder, texts, 64)  # (n_support, dim)
+        return heads.fit_logistic_regression(heads.head_features(features.detach()), label_ids, n_classes, self.config.logreg_c)
 
     def _support_view(self) -> SupportView:
         with self._support_lock:
-            if self._support_emb is None or self._support_label_ids is None:
+            if self._support_emb is None or self._support_label_ids is None or self._support_base is None:
                 raise TextMatchError("the model has no support set yet; call model.fit(texts, labels) first")
-            return SupportView(list(self.classes_), self._support_emb, self._support_label_ids)
+            stale_names = len(self._support_emb) != len(self.support_texts) + len(self.label_examples(self.classes_)[0])
+            if stale_names or (self.config.head != "matching" and self._head is None):  # config changed after fit
+                self._set_support(self.support_texts, self.support_labels, self._support_base)
+            return SupportView(list(self.classes_), self._support_emb, self._support_label_ids, self._head)
 
     def _load_support(self, texts: list[str], labels: list[Hashable], embeddings_file: Path) -> None:
         base = None
@@ -522,7 +572,8 @@ class MatchingNetwork(nn.Module):
             from safetensors.torch import load_file
 
             try:
-                cached = load_file(str(embeddings_file))["support_base"]
+                tensors = load_file(str(embeddings_file))
+                cached = tensors["support_base"]
             except Exception as exc:  # noqa: BLE001
                 raise TextMatchError(
                     f"{embeddings_file} is corrupt ({type(exc).__name__}); delete it to re-encode the support set"
@@ -531,8 +582,13 @@ class MatchingNetwork(nn.Module):
                 base = cached.to(self.device, self.log_temperature.dtype)
         if base is None:
             self.fit(texts, labels)
-        else:
-            self._set_support(texts, labels, base)
+            return
+        head = None  # the saved logistic regression, when it fits this support set (else refitted)
+        n_classes, dim = len(sorted_classes(labels)), self.query_encoder.dim
+        w, b = tensors.get("head_weight"), tensors.get("head_bias")
+        if self.config.head != "matching" and w is not None and b is not None and w.shape == (n_classes, dim) and b.shape == (n_classes,):
+            head = (w.to(self.device, self.log_temperature.dtype), b.to(self.device, self.log_temperature.dtype))
+        self._set_support(texts, labels, base, head)
 
     # -- prediction -------------------------------------------------------------------------
     def score_embeddings(self, query_base: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -551,7 +607,9 @@ class MatchingNetwork(nn.Module):
             f = self.query_embeddings(f_base, view.emb)  # (n, dim)
             lp = self.log_probs(f, view.emb, view.label_ids, len(view.classes))  # (n, n_classes)
             sim = matching.similarity(f, view.emb, self.config.metric)  # type: ignore[arg-type]
-            return lp.exp(), sim.max(dim=-1).values  # (n, n_classes), (n,)
+            lr = heads.logreg_probs(heads.head_features(f_base), *view.head) if view.head is not None else None  # (n, n_classes)
+            probs = heads.combine(self.config.head, lp.exp(), lr)
+            return probs, sim.max(dim=-1).values  # (n, n_classes), (n,)
 
     def _scores(self, texts: Sequence[str], batch_size: int) -> tuple[torch.Tensor, torch.Tensor, list[Hashable]]:
         """Class probabilities (n, n_classes), best raw similarity to any support (n,), and the
@@ -637,7 +695,10 @@ class MatchingNetwork(nn.Module):
             if self._support_base is not None:
                 support = {"texts": self.support_texts, "labels": [_jsonable(y) for y in self.support_labels]}
                 (tmp / SUPPORT_NAME).write_text(json.dumps(support, ensure_ascii=False) + "\n", encoding="utf-8")
-                save_file({"support_base": self._support_base.cpu().contiguous()}, str(tmp / SUPPORT_EMBEDDINGS_NAME))
+                cache = {"support_base": self._support_base.cpu().contiguous()}
+                if self._head is not None and self.config.head != "matching":
+                    cache.update(head_weight=self._head[0].cpu().contiguous(), head_bias=self._head[1].cpu().contiguous())
+                save_file(cache, str(tmp / SUPPORT_EMBEDDINGS_NAME))
             writer = type(self).model_card_writer
             if writer is not None:
                 (tmp / MODEL_CARD_NAME).write_text(writer(self, str(save_directory)), encoding="utf-8")

@@ -52,4 +52,32 @@ def retrieval_loss(model: "MatchingNetwork", queries: dict[str, Any], documents:
     return {"loss": loss, "logits": logits, "targets": targets}
 
 
-OBJECTIVES = {"episodes": episodic_loss, "retrieval": retrieval_loss}
+def paired_views_loss(view1: torch.Tensor, view2: torch.Tensor, temperature: float | torch.Tensor = 0.05, metric: str = "cosine") -> dict[str, torch.Tensor]:
+    """Eq. 2 with each text's second view as its class among the batch's second views: the
+    unsupervised SimCSE loss (Gao et al. 2021, section 3; sentence-transformers'
+    MultipleNegativesRankingLoss on (text, text) pairs, scale = 1 / tau). Pure tensor code.
+
+    view1, view2: (B, dim), row i of both embeds text i. logits (B, B): c(h_i, h'_j) / tau;
+    targets (B,): i; loss: mean_i -log softmax_j(logits)[i, i].
+    """
+    logits = matching.attention_logits(view1, view2, temperature, metric)  # type: ignore[arg-type]  # (B, B)
+    targets = torch.arange(len(view1), device=logits.device)  # (B,) row i's partner is column i
+    loss = matching.matching_nll(logits.log_softmax(dim=-1), targets)
+    return {"loss": loss, "logits": logits, "targets": targets}
+
+
+def contrastive_loss(model: "MatchingNetwork", texts: dict[str, Any], support_texts: dict[str, Any] | None = None) -> dict[str, torch.Tensor]:
+    """Unsupervised contrastive loss on dropout views (SimCSE): the batch, tokenised once, is
+    encoded twice in train mode, by f' (view 1) then g' (view 2); the two dropout masks make
+    the views differ, and `paired_views_loss` contrasts them (the other texts' views are the
+    negatives). With f = g (shared weights) both passes run the same encoder.
+
+    texts: tokenize_chunks output (f's tokenizer); support_texts: the same texts tokenised by
+    g's tokenizer when f and g are separate encoders (None: `texts`, tokenised once).
+    """
+    h1 = model.embed_tokenized(model.query_encoder, texts)  # (B, dim), one dropout mask
+    h2 = model.embed_tokenized(model.support_encoder, support_texts if support_texts is not None else texts)  # (B, dim), another
+    return paired_views_loss(h1, h2, model.temperature, model.config.metric)
+
+
+OBJECTIVES = {"episodes": episodic_loss, "retrieval": retrieval_loss, "contrastive": contrastive_loss}

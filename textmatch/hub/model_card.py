@@ -275,11 +275,17 @@ def _training_section(model: "MatchingNetwork") -> str:
     if not data.training_args and not data.train_dataset_name:
         return ""
     parts = ["## Training", ""]
-    if (data.training_args or {}).get("objective") == "retrieval":
+    objective = (data.training_args or {}).get("objective")
+    where = f" on {_md(data.train_dataset_name)}" if data.train_dataset_name else ""
+    if objective == "retrieval":
         how = "for retrieval, with the matching loss on (query, relevant document) pairs against in-batch and hard negatives"
+    elif objective == "contrastive":
+        n_texts = data.training_args.get("n_texts")
+        texts = f"{_md(n_texts)} unlabelled texts" if n_texts is not None else "unlabelled texts"
+        of = f" of {_md(data.train_dataset_name)}" if data.train_dataset_name else ""
+        how, where = f"with an unsupervised contrastive objective (dropout views, SimCSE) on {texts}{of}", ""
     else:
         how = "with episodic training (N-way K-shot episodes)"
-    where = f" on {_md(data.train_dataset_name)}" if data.train_dataset_name else ""
     parts += [f"The encoder was fine-tuned {how}{where}.", ""]
     if data.training_args:
         parts += ["### Training arguments", "", _table(["Argument", "Value"], [[_code_name(k), v] for k, v in data.training_args.items()]), ""]
