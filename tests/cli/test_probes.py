@@ -105,7 +105,11 @@ DATA_PROBES = [
     Probe("one class", ("predict", "--model", "{bert}", "--support", "{one_class}", "x"), ERROR, "at least 2 classes"),
     Probe("one example per class", ("predict", "--model", "{bert}", "--support", "{one_per_class}", "rain"), OK),
     Probe("one example per class, train", ("train", "--model", "{bert}", "--train", "{one_per_class}", "--output",
-                                           "{out}", "--episodes", "1", "--no-progress"), ERROR, "at least 2 per class"),
+                                           "{out}", "--episodes", "1", "--no-progress", "--no-label-names"), ERROR,
+          "at least 2 per class"),
+    # with class names on (the default), each class's name is its second example: episodes of name + text
+    Probe("one example per class and its name, train", ("train", "--model", "{bert}", "--train", "{one_per_class}",
+                                                        "--output", "{out}", "--episodes", "1", "--no-progress"), OK),
     Probe("conflicting duplicates warn", ("predict", "--model", "{bert}", "--support", "{conflict}", "rain"), WARN,
           "appear under two or more labels"),
     Probe("conflicting duplicates --strict", ("predict", "--model", "{bert}", "--support", "{conflict}", "--strict",

@@ -26,9 +26,11 @@ from .common import (
     DATA_HELP,
     EXIT_OK,
     MODEL_HELP,
+    add_architecture_flags,
     add_data_columns,
     add_runtime,
     add_training_runtime,
+    architecture_overrides,
     emit_json,
     load_model,
     read_labelled,
@@ -107,10 +109,7 @@ def add_parsers(sub: Any) -> None:
     add_training_runtime(p)
     for flag, field, kind, text in TRAINING_FLAGS:
         p.add_argument(flag, dest=field, type=kind, default=None, help=text)
-    p.add_argument("--temperature", type=float, default=None, help="softmax temperature tau (default: 0.05)")
-    p.add_argument("--learn-temperature", action="store_true", help="train tau as a parameter")
-    p.add_argument("--fce", action="store_true", help="add Full Context Embeddings (paper appendix A.2)")
-    p.add_argument("--prototype", action="store_true", help="match against class means (prototypical variant)")
+    add_architecture_flags(p)
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     add_data_columns(p, "the training set (split 'train' unless --split)")
@@ -198,15 +197,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         return cmd_train_retrieval(args)
 
-    overrides: dict[str, Any] = {}
-    if args.temperature is not None:
-        overrides["temperature"] = args.temperature
-    if args.learn_temperature:
-        overrides["learn_temperature"] = True
-    if args.fce:
-        overrides["fce"] = True
-    if args.prototype:
-        overrides["aggregation"] = "prototype"
+    overrides = architecture_overrides(args)
     if not args.train and not args.dataset:
         raise TextMatchError("no training data: pass --train FILE or --dataset NAME [--split train]")
     train = read_labelled(args.train, args, "train") if args.train else read_labelled(

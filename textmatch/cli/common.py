@@ -73,6 +73,43 @@ def add_training_runtime(p: argparse.ArgumentParser) -> None:
                    help="autocast the forward pass on a GPU (default: no)")
 
 
+# What `textmatch train` and `pretrain` give a model unless told otherwise: the few-shot recipe
+# chosen on the valid splits (results/fewshot.md): the logistic-regression head read together
+# with eq. 1, and class names as support examples.
+RECIPE_HEAD = "ensemble"
+RECIPE_LABEL_NAMES = True
+
+
+def add_architecture_flags(p: argparse.ArgumentParser) -> None:
+    """The model settings `train` and `pretrain` share (MatchingNetworkConfig fields)."""
+    from ..core.heads import HEADS
+
+    p.add_argument("--temperature", type=float, default=None, help="softmax temperature tau (default: 0.05)")
+    p.add_argument("--learn-temperature", action="store_true", help="train tau as a parameter")
+    p.add_argument("--fce", action="store_true", help="add Full Context Embeddings (paper appendix A.2)")
+    p.add_argument("--prototype", action="store_true", help="match against class means (prototypical variant)")
+    p.add_argument("--head", choices=HEADS, default=RECIPE_HEAD,
+                   help="how the saved model reads class probabilities: eq. 1 (matching), a logistic regression "
+                        f"fitted on the support set (logreg), or their mean (ensemble) (default: {RECIPE_HEAD})")
+    p.add_argument("--label-names", action=argparse.BooleanOptionalAction, default=RECIPE_LABEL_NAMES,
+                   help="each class's name (card_arrival -> 'card arrival') is one more example of it, in "
+                        "training and in the support set (default: on; --no-label-names for labels without meaning)")
+
+
+def architecture_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """MatchingNetworkConfig fields set by `add_architecture_flags`."""
+    overrides: dict[str, Any] = {"head": args.head, "label_names": args.label_names}
+    if args.temperature is not None:
+        overrides["temperature"] = args.temperature
+    if args.learn_temperature:
+        overrides["learn_temperature"] = True
+    if args.fce:
+        overrides["fce"] = True
+    if args.prototype:
+        overrides["aggregation"] = "prototype"
+    return overrides
+
+
 def training_runtime(args: argparse.Namespace) -> dict[str, Any]:
     """TrainingArguments fields set by the shared training flags (see add_training_runtime)."""
     from pathlib import Path

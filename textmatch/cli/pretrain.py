@@ -18,9 +18,11 @@ from .classify import TRAINING_FLAGS
 from .common import (
     DATA_HELP,
     EXIT_OK,
+    add_architecture_flags,
     add_data_columns,
     add_runtime,
     add_training_runtime,
+    architecture_overrides,
     emit_json,
     load_model,
     read_labelled,
@@ -52,10 +54,7 @@ def add_parsers(sub: Any) -> None:
     add_training_runtime(p)
     for flag, field, kind, text in PRETRAIN_FLAGS:
         p.add_argument(flag, dest=field, type=kind, default=None, help=FLAG_HELP.get(field, text))
-    p.add_argument("--temperature", type=float, default=None, help="softmax temperature tau (default: 0.05)")
-    p.add_argument("--learn-temperature", action="store_true", help="train tau as a parameter")
-    p.add_argument("--fce", action="store_true", help="add Full Context Embeddings (paper appendix A.2)")
-    p.add_argument("--prototype", action="store_true", help="match against class means (prototypical variant)")
+    add_architecture_flags(p)
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     add_data_columns(p, "one more training source, named by its id (split 'train' unless --split)")
@@ -94,20 +93,6 @@ def read_sources(specs: list[str], args: argparse.Namespace, what: str, split: s
         where[name] = location
         sources[name] = read_labelled(location, args, what, split)
     return sources
-
-
-def architecture_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    """MatchingNetworkConfig fields set by --temperature, --learn-temperature, --fce, --prototype."""
-    overrides: dict[str, Any] = {}
-    if args.temperature is not None:
-        overrides["temperature"] = args.temperature
-    if args.learn_temperature:
-        overrides["learn_temperature"] = True
-    if args.fce:
-        overrides["fce"] = True
-    if args.prototype:
-        overrides["aggregation"] = "prototype"
-    return overrides
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
