@@ -52,7 +52,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_common, report
 import torch
 from bench_common import SHARED_DATA, atomic_path, command_line, cpu_model, update_json, utc_date
 
-from textmatch import MatchingNetwork, Trainer, TrainingArguments
+from textmatch import BiLSTMEncoder, ContrastiveArguments, ContrastiveTrainer, MatchingNetwork, Trainer, TrainingArguments
+from textmatch.classification.training import RECIPE_MODEL_SETTINGS
+from textmatch.core.heads import HEADS
 from textmatch.core import matching
 from textmatch.data.loading import load_text_dataset
 from textmatch.data.sampling import sample_dataset
@@ -63,9 +65,17 @@ from textmatch.hub.resolution import DEFAULT_MODEL, resolve_model
 DATASETS = ("banking77", "clinc150")
 OTHER = {"banking77": "clinc150", "clinc150": "banking77"}
 FROZEN = ("cosine", "prototype", "logreg")
-TRAINED = ("mn", "mn-fce", "mn-prototype", "intent-matcher", "intent-matcher-0")
+# the round-2 recipe (`textmatch train` defaults): from MiniLM, from a model meta-trained on the
+# other intent sets (`textmatch pretrain`), after a contrastive stage on the train split's texts
+# without labels (`--unlabeled`), and with a BiLSTM encoder (from scratch / MiniLM's embeddings)
+RECIPE = ("textmatch", "textmatch-meta", "textmatch-unlabeled", "bilstm", "bilstm-init")
+TRAINED = ("mn", "mn-fce", "mn-prototype", "intent-matcher", "intent-matcher-0") + RECIPE
 ALL_METHODS = FROZEN + ("setfit",) + TRAINED
-SECTIONS = ("intent-matcher", "generalised", "drawn", "episodic", "oos")
+SECTIONS = ("intent-matcher", "pretrain", "generalised", "drawn", "episodic", "oos")
+# leave-one-dataset-out pools for `textmatch pretrain`: never the target's texts (banking77_oos
+# is BANKING77 text, so it is in no pool: for CLINC150 it would only repeat banking77)
+PRETRAIN_POOLS = {"banking77": ("clinc150", "snips", "atis"), "clinc150": ("banking77", "snips", "atis")}
+BILSTM_LR = 1e-3  # the BiLSTM trains from (near) scratch: 3e-5, the transformers' rate, barely moves it
 TAU = 0.05  # the library's default temperature, used by every matching method
 LOGREG_C = 10.0  # chosen on valid, see logreg_probs
 
@@ -229,6 +239,8 @@ def run_method(
         return classes, out, info
     if method == "setfit":
         return run_setfit(ctx, support, evals, seed)
+    if method in RECIPE:
+        return run_recipe(ctx, method, dataset, support, evals, seed)
     # trained Matching Networks
     base = DEFAULT_MODEL
     config: dict[str, Any] = {}
@@ -276,6 +288,76 @@ def run_method(
                 info["predict_s"] = round(time.perf_counter() - t0, 2)
         info["heads"] = other_heads(embs, s_emb, support.labels, out, classes)
     info.setdefault("config", {"base": base, **config})
+    return classes, out, info
+
+
+def pretrained_dir(ctx: Context, target: str) -> Path:
+    return ctx.cache_dir / f"pretrain-for-{target}"
+
+
+def recipe_model(ctx: Context, method: str, dataset: str) -> MatchingNetwork:
+    """The starting model of a recipe method, with the recipe's model settings."""
+    if method == "textmatch-meta":
+        folder = pretrained_dir(ctx, dataset)
+        if not (folder / "config.json").is_file():
+            raise RuntimeError(f"{folder} is missing: run the pretrain section first")
+        return MatchingNetwork.from_pretrained(str(folder), **RECIPE_MODEL_SETTINGS)
+    if method.startswith("bilstm"):
+        from transformers import AutoModel
+
+        path = str(resolve_model(DEFAULT_MODEL))
+        init = AutoModel.from_pretrained(path).get_input_embeddings().weight.detach() if method == "bilstm-init" else None
+        torch.manual_seed(0)
+        encoder = BiLSTMEncoder.from_tokenizer(path, embedding_dim=128, hidden_size=192, dropout=0.1, max_length=64, init_embeddings=init)
+        model = MatchingNetwork(encoder)
+        for field, value in RECIPE_MODEL_SETTINGS.items():
+            setattr(model.config, field, value)
+        return model
+    return MatchingNetwork.from_pretrained(DEFAULT_MODEL, **RECIPE_MODEL_SETTINGS)
+
+
+def unlabeled_texts(ctx: Context, dataset: str) -> list[str]:
+    """The target's train split without labels (as CPFT used it)."""
+    return read_split(data_paths(ctx.args, dataset) / "cpft" / "train.csv", quick_classes(ctx.args, dataset), 12 if ctx.quick else None).texts
+
+
+def run_recipe(ctx: Context, method: str, dataset: str, support: Split, evals: dict[str, list[str]], seed: int):
+    """`textmatch train` with its defaults (RECIPE_MODEL_SETTINGS and TrainingArguments'), from
+    the method's starting point; class probabilities from the saved head; and, as ablation, the
+    other heads with and without class names on the same fine-tuned encoder."""
+    model = recipe_model(ctx, method, dataset)
+    info: dict[str, Any] = {}
+    t0 = time.perf_counter()
+    if method == "textmatch-unlabeled":
+        texts = unlabeled_texts(ctx, dataset)
+        cargs = ContrastiveArguments(seed=seed, show_progress_bar=False, **({"max_steps": 2} if ctx.quick else {}))
+        ContrastiveTrainer(model, cargs, train_dataset=texts).train()
+        info["contrastive_s"] = round(time.perf_counter() - t0, 2)
+        info["unlabeled_texts"] = len(set(texts))
+    targs = training_args(ctx, seed, **({"learning_rate": BILSTM_LR} if method.startswith("bilstm") else {}))
+    result = Trainer(model, targs, train_dataset=(support.texts, support.labels)).train()
+    info["train_s"] = round(time.perf_counter() - t0, 2)
+    info["config"] = {**{k: v for k, v in model.config.to_dict().items() if k in ("head", "label_names", "temperature")},
+                      "encoder": model.query_encoder.encoder_type, "episodes": result.global_step,
+                      **{k: v for k, v in targs.to_dict().items() if k in ("learning_rate", "seed", "n_way", "k_shot", "q_query")}}
+    classes = [str(c) for c in model.classes_]
+    queries = {}
+    for name, texts in evals.items():
+        t1 = time.perf_counter()
+        queries[name] = model.encode(texts, batch_size=128, normalize_embeddings=False, convert_to_tensor=True)
+        if name == "test":
+            info["predict_s"] = round(time.perf_counter() - t1, 2)
+    out = {name: model.score_embeddings(q)[0].numpy() for name, q in queries.items()}
+    own = (model.config.head, model.config.label_names)
+    heads: dict[str, dict[str, np.ndarray]] = {}
+    for head in HEADS:
+        for names in (True, False):
+            if (head, names) == own:
+                continue
+            model.config.head, model.config.label_names = head, names
+            heads[f"head={head}, class names {'on' if names else 'off'}"] = {n: model.score_embeddings(q)[0].numpy() for n, q in queries.items()}
+    model.config.head, model.config.label_names = own
+    info["heads"] = heads
     return classes, out, info
 
 
@@ -430,7 +512,8 @@ def run_cell(ctx: Context, results: Results, section: str, dataset: str, k: int,
                 ablation[f"{name}_accuracy"] = scores_from_probs(classes, head_probs[name], split.labels)["accuracy"]
             results.add(ablation)
         if "oos_valid" in evals and not variant:
-            results.add(oos_record(method, classes, probs, evals["test"].labels, len(evals["oos_test"].texts), info))
+            oos_set = "banking77_oos" if dataset == "banking77_oos" else "clinc150"
+            results.add(oos_record(oos_set, k, seed, method, classes, probs, evals["test"].labels, len(evals["oos_test"].texts), info))
 
 
 def section_generalised(ctx: Context, results: Results, datasets: list[str], methods: list[str]) -> None:
@@ -442,7 +525,8 @@ def section_generalised(ctx: Context, results: Results, datasets: list[str], met
             cell_evals = dict(evals)
             if dataset == "clinc150" and k == 10 and "oos" in ctx.args.sections:
                 cell_evals.update(oos_evals(ctx.args))  # the OOS section reuses this cell's models
-            run_cell(ctx, results, "generalised", dataset, k, 0, support, cell_evals, methods)
+            for seed in ctx.args.train_seeds:
+                run_cell(ctx, results, "generalised", dataset, k, seed, support, cell_evals, methods)
 
 
 def section_drawn(ctx: Context, results: Results, datasets: list[str], methods: list[str]) -> None:
@@ -515,18 +599,78 @@ def oos_evals(args: argparse.Namespace) -> dict[str, Split]:
     return {"oos_valid": read_split(root / "oos_valid.csv", None, per), "oos_test": read_split(root / "oos_test.csv", None, 30 if args.quick else None)}
 
 
-def oos_record(method: str, classes: list[str], probs: dict[str, np.ndarray], test_labels: list[str], n_oos: int, info: dict[str, Any]) -> dict[str, Any]:
-    """CLINC150 out-of-scope with the cpft train_10 support: a text whose best class
-    probability is below the threshold is out-of-scope; the threshold maximises OOS F1 on
-    valid + oos_valid (textmatch.classification.fewshot.choose_threshold)."""
+def oos_record(dataset: str, k: int, seed: int, method: str, classes: list[str], probs: dict[str, np.ndarray], test_labels: list[str], n_oos: int, info: dict[str, Any]) -> dict[str, Any]:
+    """Out-of-scope: a text whose best class probability is below the threshold is
+    out-of-scope; the threshold maximises OOS F1 on valid + oos_valid
+    (textmatch.classification.fewshot.choose_threshold). CLINC150: the cpft train_10 support;
+    BANKING77-OOS: K examples per in-scope class drawn from its train split."""
     threshold = choose_threshold(probs["valid"].max(1), probs["oos_valid"].max(1))
     p = np.concatenate([probs["test"], probs["oos_test"]])
     gold = list(test_labels) + ["oos"] * n_oos
     predicted = [classes[i] if row.max() >= threshold else "oos" for i, row in zip(p.argmax(1), p)]
     report = {k: (round(100 * v, 2) if isinstance(v, float) else v) for k, v in oos_report(gold, predicted).items()}
     no_threshold = scores_from_probs(classes, probs["test"], list(test_labels))["accuracy"]
-    return {"section": "oos", "dataset": "clinc150", "k": 10, "method": method, "seed": 0, "threshold": round(float(threshold), 5),
+    return {"section": "oos", "dataset": dataset, "k": k, "method": method, "seed": seed, "threshold": round(float(threshold), 5),
             "in_scope_accuracy_no_threshold": no_threshold, **report, "train_s": info.get("train_s"), "config": info.get("config")}
+
+
+def section_oos_banking(ctx: Context, results: Results, methods: list[str]) -> None:
+    """BANKING77-OOS (Zhang et al. 2021): 50 in-scope intents, in-domain out-of-scope queries
+    from the other 27. Support: 10 examples per in-scope class drawn from its train split with
+    each seed; threshold on valid + id-oos_valid; scored on test + id-oos_test."""
+    root = data_paths(ctx.args, "banking77_oos") / "cpft"
+    per = 6 if ctx.args.quick else None
+    qc = set(sorted(set(read_split(root / "valid.csv").labels))[:8]) if ctx.args.quick else None
+    evals = {"valid": read_split(root / "valid.csv", qc, per), "test": read_split(root / "test.csv", qc, per),
+             "oos_valid": read_split(root / "id-oos_valid.csv", None, per), "oos_test": read_split(root / "id-oos_test.csv", None, 30 if ctx.args.quick else None)}
+    train = read_split(root / "train.csv", qc)
+    for seed in ctx.args.oos_seeds:
+        support = draw_k(train, 10, seed)
+        for method in methods:
+            try:
+                classes, probs, info = run_method(ctx, method, "banking77", support, {n: s.texts for n, s in evals.items()}, seed)
+            except SkipMethod as exc:
+                results.add({"section": "oos", "dataset": "banking77_oos", "k": 10, "method": method, "seed": seed, "skipped": str(exc)})
+                continue
+            results.add(oos_record("banking77_oos", 10, seed, method, classes, probs, evals["test"].labels, len(evals["oos_test"].texts), info))
+
+
+def section_pretrain(ctx: Context, results: Results, datasets: list[str]) -> None:
+    """Meta-train one model per target with the documented `textmatch pretrain` command on the
+    other intent sets' train splits (PRETRAIN_POOLS: never the target's texts), with the
+    recipe's defaults; `textmatch-meta` fine-tunes it on the target's support set."""
+    for target in datasets:
+        out = pretrained_dir(ctx, target)
+        cmd = [sys.executable, "-m", "textmatch.cli", "pretrain"]
+        for source in PRETRAIN_POOLS[target]:
+            path = data_paths(ctx.args, source) / "cpft" / "train.csv"
+            if ctx.args.quick:
+                path = quick_file(ctx, source, path)
+            cmd += ["--data", f"{source}={path}"]
+        cmd += ["--output", str(out), "--episodes", str(3 if ctx.args.quick else ctx.args.pretrain_episodes), "--no-progress", "--json"]
+        t0 = time.perf_counter()
+        done = subprocess.run(cmd, check=True, cwd=ROOT, capture_output=True, text=True)
+        summary = json.loads(done.stdout)
+        shown = " ".join(shlex.quote(c) for c in ["textmatch"] + cmd[3:])
+        results.add({"section": "pretrain", "dataset": target, "method": "textmatch-meta", "variant": f"for {target}",
+                     "train_s": round(time.perf_counter() - t0, 1), "episodes": summary["episodes"],
+                     "sources": summary["sources"], "cli": shown})
+
+
+def quick_file(ctx: Context, source: str, path: Path) -> Path:
+    """--quick: a small copy of a source's first classes (12 rows each) in the cache folder."""
+    import csv
+
+    rows = read_split(path)
+    keep = set(sorted(set(rows.labels))[:6])
+    s = read_split(path, keep, 12)
+    small = ctx.cache_dir / f"quick-{source}.csv"
+    small.parent.mkdir(parents=True, exist_ok=True)
+    with open(small, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["text", "label"])
+        w.writerows(zip(s.texts, s.labels))
+    return small
 
 
 def section_intent_matcher(ctx: Context, results: Results, datasets: list[str]) -> None:
@@ -578,7 +722,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--datasets", default=",".join(DATASETS))
     p.add_argument("--methods", default=",".join(m for m in ALL_METHODS if m not in ("mn-fce", "mn-prototype")))
     p.add_argument("--k-values", default=None, help="comma-separated K (default: section's own)")
-    p.add_argument("--seeds", default="0,1,2,3,4")
+    p.add_argument("--seeds", default="0,1,2,3,4", help="drawn section: the seeds drawing the supports")
+    p.add_argument("--train-seeds", default="0", help="generalised section: training seeds on the fixed supports")
+    p.add_argument("--oos-seeds", default="0", help="BANKING77-OOS: seeds drawing its 10-shot supports")
+    p.add_argument("--pretrain-episodes", type=int, default=400, help="episodes of textmatch pretrain (pretrain section)")
     p.add_argument("--folds", default="01,02,03,04,05")
     p.add_argument("--episodes", type=int, default=None, help="fine-tuning episodes (default: textmatch train's)")
     p.add_argument("--meta-episodes", type=int, default=100, help="episodic meta-training episodes per fold")
@@ -599,6 +746,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.datasets = [d for d in args.datasets.split(",") if d]
     args.methods = [m for m in args.methods.split(",") if m]
     args.seeds = [int(s) for s in args.seeds.split(",")]
+    args.train_seeds = [int(s) for s in args.train_seeds.split(",")]
+    args.oos_seeds = [int(s) for s in args.oos_seeds.split(",")]
     args.folds = args.folds.split(",")
     args.k_values = tuple(int(k) for k in args.k_values.split(",")) if args.k_values else None
     for name, values, allowed in (("section", args.sections, SECTIONS), ("dataset", args.datasets, DATASETS), ("method", args.methods, ALL_METHODS)):
@@ -632,10 +781,15 @@ def main(argv: list[str] | None = None) -> int:
         if section == "intent-matcher":
             if any(m.startswith("intent-matcher") for m in args.methods):
                 section_intent_matcher(ctx, results, args.datasets)
+        elif section == "pretrain":
+            if "textmatch-meta" in args.methods:
+                section_pretrain(ctx, results, args.datasets)
         elif section == "generalised":
             section_generalised(ctx, results, args.datasets, args.methods)
         elif section == "drawn":
             section_drawn(ctx, results, args.datasets, args.methods)
+        elif section == "oos" and "banking77" in args.datasets:
+            section_oos_banking(ctx, results, [m for m in args.methods if m in ("logreg", "cosine") or m in RECIPE])
         elif section == "episodic" and "banking77" in args.datasets:
             section_episodic(ctx, results, [m for m in args.methods if m not in ("logreg", "setfit", "intent-matcher")])
     results.finish(time.perf_counter() - started)

@@ -1,4 +1,4 @@
-"""Render the few-shot benchmark results: fewshot.json -> fewshot.md + fewshot_vs_k.png.
+"""Render the few-shot benchmark results: fewshot.json -> fewshot.md + fewshot_vs_k.png + fewshot_pareto.png.
 
 `render(output_dir)` reads `<output_dir>/fewshot.json` (written by scripts/bench_fewshot.py)
 and writes, each atomically (bench_common: a temporary file in the same folder, then `os.replace`):
@@ -7,6 +7,9 @@ and writes, each atomically (bench_common: a temporary file in the same folder, 
                       that produced its records
   fewshot_vs_k.png    test accuracy against K on BANKING77 from the "drawn" section (mean over
                       seeds, error bars = sd), one line per method
+  fewshot_pareto.png  test accuracy against train seconds (log scale) of every method of the
+                      "generalised" section, one subplot per (dataset, K), seed means, with the
+                      Pareto front joined by a line and the target accuracy dashed
 
 Everything below `render` is a small pure function from records to lines of Markdown, so each
 part can be read (and tested) on its own.
@@ -37,14 +40,36 @@ METHOD_NAMES = {
     "prototype": "Prototypes (frozen)",
     "logreg": "Logistic regression (frozen)",
     "setfit": "SetFit 1.2",
-    "mn": "Matching Network, fine-tuned on support",
+    "textmatch": "textmatch train (round-2 default recipe)",
+    "textmatch-meta": "textmatch pretrain on the other intent sets, then textmatch train",
+    "textmatch-unlabeled": "textmatch train --unlabeled (the train split's texts without labels)",
+    "bilstm": "BiLSTM from scratch, textmatch train",
+    "bilstm-init": "BiLSTM with MiniLM's input embeddings, textmatch train",
+    "mn": "Matching Network, fine-tuned (round-1 default: 150 episodes, eq. 1 head)",
     "mn-fce": "Matching Network, fine-tuned on support + FCE",
     "mn-prototype": "Matching Network, fine-tuned on support, prototype variant",
     "intent-matcher": "Intent matcher (meta-trained on the other dataset) + fine-tuned",
     "intent-matcher-0": "Intent matcher, no fine-tuning",
 }
-DATASET_NAMES = {"banking77": "B77", "clinc150": "CLINC"}
-DATASET_ORDER = ("banking77", "clinc150")
+# Short labels for the legend of the Pareto plot.
+SHORT_NAMES = {
+    "cosine": "cosine (frozen)",
+    "prototype": "prototypes (frozen)",
+    "logreg": "logreg (frozen)",
+    "setfit": "SetFit",
+    "textmatch": "textmatch",
+    "textmatch-meta": "textmatch + pretrain",
+    "textmatch-unlabeled": "textmatch + unlabeled",
+    "bilstm": "BiLSTM",
+    "bilstm-init": "BiLSTM, MiniLM emb.",
+    "mn": "MN (round 1)",
+    "mn-fce": "MN + FCE",
+    "mn-prototype": "MN, prototypes",
+    "intent-matcher": "intent matcher + ft",
+    "intent-matcher-0": "intent matcher, no ft",
+}
+DATASET_NAMES = {"banking77": "B77", "clinc150": "CLINC", "banking77_oos": "B77-OOS"}
+DATASET_ORDER = ("banking77", "clinc150", "banking77_oos")
 
 # Generalised few-shot test accuracy (%) on the fixed CPFT splits, not measured here.
 GENERALISED_CELLS: tuple[Cell, ...] = (("banking77", 5), ("banking77", 10), ("clinc150", 5), ("clinc150", 10))
@@ -61,7 +86,7 @@ SECTION_TITLES = {
     "generalised": "Generalised few-shot (fixed CPFT splits)",
     "drawn": "Drawn K (mean ± sd over seeds)",
     "episodic": "Episodic 5-way (BANKING77 ProtAugment folds)",
-    "oos": "Out-of-scope (CLINC150)",
+    "oos": "Out-of-scope",
     "intent-matcher": "Intent matchers",
     "ablation": "Ablation",
     "timing": "Timing (generalised few-shot)",
@@ -72,11 +97,13 @@ SECTION_TITLES = {
 
 
 def render(output_dir: Path) -> None:
-    """Write `fewshot.md` and `fewshot_vs_k.png` in `output_dir` from its `fewshot.json`."""
+    """Write `fewshot.md`, `fewshot_vs_k.png` and `fewshot_pareto.png` in `output_dir` from its
+    `fewshot.json`."""
     output_dir = Path(output_dir)
     data = load_results(output_dir / "fewshot.json")
     write_text_atomic(output_dir / "fewshot.md", render_markdown(data))
     write_bytes_atomic(output_dir / "fewshot_vs_k.png", plot_accuracy_vs_k(data.get("records", []), "banking77"))
+    write_bytes_atomic(output_dir / "fewshot_pareto.png", plot_pareto(data.get("records", [])))
 
 
 def load_results(path: Path) -> dict[str, Any]:
@@ -154,21 +181,24 @@ def generalised_lines(records: list[Record]) -> list[str]:
     """Test accuracy and train seconds per method and (dataset, K); the published and target
     rows; then the valid accuracies, where hyperparameters are chosen."""
     cells = cells_of(records, GENERALISED_CELLS)
-    by_key = index_records(records)
+    by_key = group_records(records)
     reasons = skip_reasons(records)
     header = ["method"] + [f"{cell_name(c)} test acc" for c in cells] + [f"{cell_name(c)} train s" for c in cells]
     rows = []
     for method in methods_of(records):
-        found = [by_key.get((d, k, method)) for d, k in cells]
+        found = [by_key.get((d, k, method), []) for d, k in cells]
         rows.append([method_name(method)]
-                    + [metric_cell(r, "test_accuracy", reasons, format_pct) for r in found]
-                    + [metric_cell(r, "train_s", reasons, format_seconds, skipped_text=DASH) for r in found])
+                    + [group_cell(g, "test_accuracy", reasons, format_pct) for g in found]
+                    + [group_cell(g, "train_s", reasons, format_seconds, skipped_text=DASH, spread=False) for g in found])
     for label, values in (*PUBLISHED_ROWS, GENERALISED_TARGET):
         rows.append([label] + reference_cells(cells, dict(zip(GENERALISED_CELLS, values))) + [DASH] * len(cells))
-    lines = ["Accuracy (%) on the full test set; the support is the fixed `cpft/train_K.csv` (K examples of every class), seed 0.", ""]
+    several = any(len(measured_records(g, "test_accuracy")) > 1 for g in by_key.values())
+    seeds = ("; where several training seeds were run (same support), mean ± sample sd over them (n = seeds) "
+             "and train s their mean; otherwise seed 0") if several else ", seed 0"
+    lines = [f"Accuracy (%) on the full test set; the support is the fixed `cpft/train_K.csv` (K examples of every class){seeds}.", ""]
     lines += markdown_table(header, rows) + [""]
     lines += ["Valid accuracy (%), where hyperparameters are chosen:", ""]
-    valid_rows = [[method_name(m)] + [metric_cell(by_key.get((d, k, m)), "valid_accuracy", reasons, format_pct) for d, k in cells]
+    valid_rows = [[method_name(m)] + [group_cell(by_key.get((d, k, m), []), "valid_accuracy", reasons, format_pct) for d, k in cells]
                   for m in methods_of(records)]
     lines += markdown_table(["method"] + [cell_name(c) for c in cells], valid_rows) + [""]
     return lines + notes_lines(reasons) + legend_lines()
@@ -198,13 +228,14 @@ def drawn_lines(records: list[Record]) -> list[str]:
     return lines + markdown_table(["method"] + [cell_name(c) for c in cells], rows) + [""] + notes_lines(reasons) + legend_lines()
 
 
-def seeds_cell(group: Sequence[Record], metric: str, reasons: Sequence[str]) -> str:
-    """'mean ± sd (n=N)' over the measured records of one cell; 'skipped [i]' when every
-    record of the cell was skipped; a dash when there is none."""
+def seeds_cell(group: Sequence[Record], metric: str, reasons: Sequence[str], fmt: Callable[[float], str] | None = None) -> str:
+    """'mean ± sd (n=N)' over the measured records of one cell (`fmt`, default `format_pct`);
+    'skipped [i]' when every record of the cell was skipped; a dash when there is none."""
+    fmt = fmt or format_pct
     values = [float(r[metric]) for r in group if not r.get("skipped") and is_number(r.get(metric))]
     if values:
         mean, sd = mean_sd(values)
-        return f"{format_pct(mean)} ± {format_pct(sd)} (n={len(values)})"
+        return f"{fmt(mean)} ± {fmt(sd)} (n={len(values)})"
     skipped = [r for r in group if r.get("skipped")]
     return skipped_cell(skipped[-1], reasons) if skipped else DASH
 
@@ -280,19 +311,46 @@ OOS_COLUMNS = (
 )
 
 
+# One table per dataset: (sub-heading, what the table measures). Records without a dataset are
+# the earliest ones, all CLINC150.
+OOS_DATASETS = {
+    "clinc150": ("CLINC150", ("CLINC150, support `cpft/train_10.csv`; a query whose best class probability is below the threshold "
+                              "(chosen for OOS F1 on valid + oos_valid) is out-of-scope. Percentages on test + oos_test.")),
+    "banking77_oos": ("BANKING77-OOS", ("BANKING77-OOS (Zhang et al. 2021): the 50 in-scope BANKING77 intents, with in-domain "
+                                        "out-of-scope queries from the other 27; support: 10 examples of every in-scope class drawn "
+                                        "from its train split with each seed; a query whose best class probability is below the "
+                                        "threshold (chosen for OOS F1 on valid + id-oos_valid) is out-of-scope. Percentages on "
+                                        "test + id-oos_test.")),
+}
+OOS_SEEDS = "Where several seeds were run, mean ± sample sd over them (n = seeds)."
+
+
+def oos_dataset(record: Record) -> str:
+    """The dataset of an OOS record; "clinc150" for the early records that have none."""
+    return str(record.get("dataset") or "clinc150")
+
+
 def oos_lines(records: list[Record]) -> list[str]:
-    """In-scope accuracy and OOS precision / recall / F1 with the threshold chosen on valid."""
-    by_method = {r.get("method"): r for r in records}
-    reasons = skip_reasons(records)
-    rows = []
-    for method in methods_of(records):
-        record = by_method[method]
-        rows.append([method_name(method)] + [
-            metric_cell(record, key, reasons, format_threshold if key == "threshold" else format_pct, skipped_text=None if i == 0 else DASH)
-            for i, (_, key) in enumerate(OOS_COLUMNS)])
-    lines = [("CLINC150, support `cpft/train_10.csv`; a query whose best class probability is below the threshold "
-             "(chosen for OOS F1 on valid + oos_valid) is out-of-scope. Percentages on test + oos_test."), ""]
-    return lines + markdown_table(["method"] + [name for name, _ in OOS_COLUMNS], rows) + [""] + notes_lines(reasons) + legend_lines()
+    """Per dataset (a sub-heading each): in-scope accuracy and OOS precision / recall / F1 with
+    the threshold chosen on valid, mean ± sd over seeds where there are several."""
+    rank = {d: i for i, d in enumerate(OOS_DATASETS)}
+    datasets = sorted(distinct(oos_dataset(r) for r in records), key=lambda d: (rank.get(d, len(rank)), d))
+    lines: list[str] = []
+    for dataset in datasets:
+        chosen = [{**r, "dataset": dataset} for r in records if oos_dataset(r) == dataset]
+        heading, sentence = OOS_DATASETS.get(dataset, (dataset, f"{dataset}: threshold chosen on valid, percentages on test."))
+        grouped = group_records(chosen)
+        by_method = {m: [r for key, group in grouped.items() if key[2] == m for r in group] for m in methods_of(chosen)}
+        reasons = skip_reasons(chosen)
+        rows = []
+        for method, group in by_method.items():
+            rows.append([method_name(method)] + [
+                group_cell(group, key, reasons, format_threshold if key == "threshold" else format_pct, skipped_text=None if i == 0 else DASH)
+                for i, (_, key) in enumerate(OOS_COLUMNS)])
+        several = any(len(measured_records(g, "in_scope_accuracy")) > 1 for g in by_method.values())
+        lines += [f"### {heading}", "", sentence + (f" {OOS_SEEDS}" if several else ""), ""]
+        lines += markdown_table(["method"] + [name for name, _ in OOS_COLUMNS], rows) + [""] + notes_lines(reasons)
+    return lines + legend_lines()
 
 
 # -- intent matchers ------------------------------------------------------------------------------
@@ -343,30 +401,30 @@ def ablation_lines(records: list[Record]) -> list[str]:
 def timing_lines(records: list[Record]) -> list[str]:
     """Train and predict seconds of the generalised runs, and train time relative to SetFit's on
     the same dataset and K."""
-    by_key = index_records(records)
+    by_key = group_records(records)
     rows = []
     for dataset, k in cells_of(records, GENERALISED_CELLS):
-        setfit = by_key.get((dataset, k, "setfit"))
+        setfit = group_mean(by_key.get((dataset, k, "setfit"), []), "train_s")
         for method in methods_of(records):
-            r = by_key.get((dataset, k, method))
-            if r is None or r.get("skipped"):
+            measured = [r for r in by_key.get((dataset, k, method), []) if not r.get("skipped")]
+            if not measured:
                 continue
-            rows.append([cell_name((dataset, k)), method_name(method), value_or_dash(r.get("train_s"), format_seconds),
-                         value_or_dash(r.get("predict_s"), format_seconds), setfit_ratio(r, setfit)])
+            train_s = group_mean(measured, "train_s")
+            seeds = len(measured_records(measured, "train_s"))
+            train = value_or_dash(train_s, format_seconds) + (f" (n={seeds})" if seeds > 1 else "")
+            rows.append([cell_name((dataset, k)), method_name(method), train,
+                         value_or_dash(group_mean(measured, "predict_s"), format_seconds), setfit_ratio(train_s, setfit)])
     if not rows:
         return ["No measured (non-skipped) generalised records.", ""]
-    lines = ["Seconds on the machine of the run that produced each record (see Runs); train s: training on the support set (fine-tuning, or fitting the logistic regression); predict s: classifying the test set (encoding included for trained models; frozen methods read cached embeddings, so only the classifier is timed). Runs on 1 thread shared the 2 cores with one other benchmark process.", ""]
+    lines = ["Seconds on the machine of the run that produced each record (see Runs); train s: training on the support set (fine-tuning, or fitting the logistic regression); predict s: classifying the test set (encoding included for trained models; frozen methods read cached embeddings, so only the classifier is timed); where several training seeds were run, the mean over them (n = seeds), and the ratio to SetFit is between means. Runs on 1 thread shared the 2 cores with one other benchmark process.", ""]
     notes = distinct(f"- {method_name(r['method'])}: {escape_cell(str(r['predict_s_note']))}"
                      for r in records if r.get("predict_s_note") and r.get("method"))
     notes_block = ["Notes on predict s:", "", *notes, ""] if notes else []
     return lines + markdown_table(["cell", "method", "train s", "predict s", "train time vs SetFit"], rows) + [""] + notes_block
 
 
-def setfit_ratio(record: Record, setfit: Record | None) -> str:
-    """'0.12x of SetFit': this record's train time over SetFit's on the same cell, else a dash."""
-    if setfit is None or setfit.get("skipped"):
-        return DASH
-    mine, theirs = record.get("train_s"), setfit.get("train_s")
+def setfit_ratio(mine: float | None, theirs: float | None) -> str:
+    """'0.12x of SetFit': a train time (seed mean) over SetFit's on the same cell, else a dash."""
     if not (is_number(mine) and is_number(theirs)) or float(theirs) <= 0:
         return DASH
     return f"{float(mine) / float(theirs):.2f}x of SetFit"
@@ -422,6 +480,114 @@ def plot_accuracy_vs_k(records: Sequence[Record], dataset: str) -> bytes:
     return buffer.getvalue()
 
 
+PARETO_FLOOR_S = 1.0  # train seconds below this (frozen methods: 0) are drawn at it on the log axis
+PARETO_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "p", "h", "*", "d", "8")
+PARETO_MARKER_SIZE = {"*": 11}  # points; 8 for the others (a star looks smaller at the same size)
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the (accuracy, seconds) points on the Pareto front (higher accuracy and lower
+    time are better): those no other point dominates, i.e. none is at least as accurate and at
+    least as fast and strictly better on one of the two (identical points are all kept). In
+    order of increasing time, then index: the order to join them by a line."""
+    order = sorted(range(len(points)), key=lambda i: (points[i][1], i))
+    front: list[int] = []
+    best = -math.inf  # the best accuracy among strictly faster points
+    start = 0
+    while start < len(order):  # one group of equal times at a time
+        end = start
+        while end < len(order) and points[order[end]][1] == points[order[start]][1]:
+            end += 1
+        group = order[start:end]
+        top = max(points[i][0] for i in group)
+        if top > best:
+            front += [i for i in group if points[i][0] == top]
+            best = top
+        start = end
+    return front
+
+
+def pareto_points(records: Iterable[Record]) -> dict[Cell, list[tuple[str, float, float, float, int]]]:
+    """{(dataset, k): [(method, test accuracy mean, sd, train seconds mean, seeds)]} over the
+    measured "generalised" records that have both numbers, methods in display order."""
+    chosen = [r for r in records if r.get("section") == "generalised" and r.get("k") is not None]
+    grouped = group_records(chosen)
+    out: dict[Cell, list[tuple[str, float, float, float, int]]] = {}
+    for method in methods_of(chosen):
+        for (dataset, k, m), group in grouped.items():
+            if m != method:
+                continue
+            measured = [r for r in measured_records(group, "test_accuracy") if is_number(r.get("train_s"))]
+            if measured:
+                mean, sd = mean_sd([float(r["test_accuracy"]) for r in measured])
+                seconds = statistics.fmean(float(r["train_s"]) for r in measured)
+                out.setdefault((dataset, int(k)), []).append((method, mean, sd, seconds, len(measured)))
+    return out
+
+
+def plot_pareto(records: Sequence[Record]) -> bytes:
+    """PNG bytes of test accuracy against train seconds (log scale, floored at PARETO_FLOOR_S)
+    of the generalised methods, one subplot per GENERALISED_CELLS cell (2 x 2), seed means with
+    sd error bars, the Pareto front joined by a line and the target accuracy dashed; one legend
+    (a marker and colour per method) for all subplots. Subplots without records say "no data"."""
+    import io
+
+    from matplotlib import colormaps
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+
+    series = pareto_points(records)
+    methods = ordered_methods(distinct(m for points in series.values() for m, *_ in points))
+    # a colour (tab20's dark shades, then its light ones, then tab20b) and a marker per method,
+    # fixed by its place in METHOD_NAMES so that a method looks the same from one render to the next
+    palette = colormaps["tab20"].colors + colormaps["tab20b"].colors
+    unknown = [m for m in methods if m not in METHOD_NAMES]
+    slot = {m: i for i, m in enumerate([*METHOD_NAMES, *unknown])}
+    style = {m: (palette[(2 * i) % 20 + (2 * i) // 20 if i < 20 else i % len(palette)], PARETO_MARKERS[i % len(PARETO_MARKERS)])
+             for m, i in ((m, slot[m]) for m in methods)}
+    legend_rows = max(1, math.ceil((len(methods) + 2) / 4))
+    fig = Figure(figsize=(12, 8.5 + 0.3 * legend_rows), dpi=100)
+    FigureCanvasAgg(fig)
+    targets = dict(zip(GENERALISED_CELLS, GENERALISED_TARGET[1]))
+    for position, cell in enumerate(GENERALISED_CELLS, 1):
+        ax = fig.add_subplot(2, 2, position)
+        ax.set_title(f"{cell_name(cell)} (fixed CPFT support)")
+        ax.set_xscale("log")
+        ax.set_xlabel(f"train seconds (log scale; below {PARETO_FLOOR_S:g} s, e.g. frozen 0 s, drawn at {PARETO_FLOOR_S:g} s)")
+        ax.set_ylabel("test accuracy (%)")
+        points = series.get(cell, [])
+        if cell in targets:
+            ax.axhline(targets[cell], color="grey", linestyle="--", linewidth=1)
+            ax.annotate(f"target {format_pct(targets[cell])}", xy=(0.01, targets[cell]), xycoords=("axes fraction", "data"),
+                        xytext=(0, 2), textcoords="offset points", fontsize="small", color="dimgrey")
+        if not points:
+            ax.text(0.5, 0.5, f"no data: no generalised records for {cell_name(cell)}", ha="center", va="center", transform=ax.transAxes)
+            ax.set_xlim(PARETO_FLOOR_S, 1e4)
+            continue
+        xy = [(accuracy, max(seconds, PARETO_FLOOR_S)) for _, accuracy, _, seconds, _ in points]
+        for (method, accuracy, sd, _, n), (_, x) in zip(points, xy):
+            colour, marker = style[method]
+            ax.errorbar([x], [accuracy], yerr=[sd] if n > 1 else None, color=colour, marker=marker,
+                        markersize=PARETO_MARKER_SIZE.get(marker, 8),
+                        markeredgecolor="black", markeredgewidth=0.5, capsize=3, linestyle="none", zorder=3)
+        front = pareto_front(xy)
+        ax.plot([xy[i][1] for i in front], [xy[i][0] for i in front], color="black", linewidth=1, zorder=2)
+        ax.grid(True, which="major", alpha=0.3)
+        low, high = min(x for _, x in xy), max(x for _, x in xy)
+        ax.set_xlim(low / 1.6, high * 1.6)
+    handles = [Line2D([], [], color=style[m][0], marker=style[m][1], markersize=PARETO_MARKER_SIZE.get(style[m][1], 8), markeredgecolor="black",
+                      markeredgewidth=0.5, linestyle="none", label=SHORT_NAMES.get(m, m)) for m in methods]
+    handles += [Line2D([], [], color="black", linewidth=1, label="Pareto front"),
+                Line2D([], [], color="grey", linestyle="--", linewidth=1, label="target accuracy")]
+    fig.legend(handles=handles, loc="lower center", ncol=4, fontsize="medium", frameon=False)
+    fig.suptitle("Generalised few-shot: test accuracy against train time (seed means; error bars = sd over seeds)")
+    fig.tight_layout(rect=(0, 0.035 * legend_rows + 0.01, 1, 0.97))
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
 # -- small helpers --------------------------------------------------------------------------------
 
 
@@ -433,6 +599,40 @@ def section_records(records: Iterable[Record], section: str) -> list[Record]:
 def index_records(records: Iterable[Record]) -> dict[tuple[Any, Any, Any], Record]:
     """{(dataset, k, method): record}; a later record replaces an earlier one."""
     return {(r.get("dataset"), r.get("k"), r.get("method")): r for r in records}
+
+
+def group_records(records: Iterable[Record]) -> dict[tuple[Any, Any, Any], list[Record]]:
+    """{(dataset, k, method): one record per seed}, seeds in order of first appearance; a later
+    record of the same seed replaces an earlier one."""
+    by_seed: dict[tuple[Any, Any, Any], dict[Any, Record]] = {}
+    for r in records:
+        by_seed.setdefault((r.get("dataset"), r.get("k"), r.get("method")), {})[r.get("seed")] = r
+    return {key: list(per_seed.values()) for key, per_seed in by_seed.items()}
+
+
+def measured_records(group: Iterable[Record], metric: str) -> list[Record]:
+    """The records of `group` that were not skipped and have a number for `metric`."""
+    return [r for r in group if not r.get("skipped") and is_number(r.get(metric))]
+
+
+def group_mean(group: Iterable[Record], metric: str) -> float | None:
+    """The mean of `metric` over the measured records of `group` (None when there is none)."""
+    values = [float(r[metric]) for r in measured_records(group, metric)]
+    return statistics.fmean(values) if values else None
+
+
+def group_cell(group: Sequence[Record], metric: str, reasons: Sequence[str], fmt: Callable[[float], str],
+               skipped_text: str | None = None, spread: bool = True) -> str:
+    """One table cell over the seeds of a cell: the plain value for one measured seed; for
+    several, 'mean ± sd (n=N)' (`spread`) or the bare mean; else as `metric_cell` (a dash, or
+    'skipped [i]' / `skipped_text` when the seeds were skipped)."""
+    measured = measured_records(group, metric)
+    if len(measured) > 1:
+        return seeds_cell(measured, metric, reasons, fmt) if spread else fmt(statistics.fmean(float(r[metric]) for r in measured))
+    if measured:
+        return fmt(float(measured[0][metric]))
+    skipped = [r for r in group if r.get("skipped")]
+    return metric_cell(skipped[-1] if skipped else (group[-1] if group else None), metric, reasons, fmt, skipped_text)
 
 
 def cells_of(records: Iterable[Record], always: Sequence[Cell] = ()) -> list[Cell]:

@@ -37,7 +37,8 @@ def test_every_section_and_method_has_records(quick_run):
     assert data["runs"] and data["runs"][0]["command"].startswith("python scripts/bench_fewshot.py --quick")
     assert {"cpus", "cpu", "torch"} <= set(data["runs"][0]["machine"])
     gen = records(data, "generalised")
-    methods = {"cosine", "prototype", "logreg", "setfit", "mn", "intent-matcher", "intent-matcher-0"}
+    methods = {"cosine", "prototype", "logreg", "setfit", "mn", "intent-matcher", "intent-matcher-0",
+               "textmatch", "textmatch-meta", "textmatch-unlabeled", "bilstm", "bilstm-init"}
     for dataset in ("banking77", "clinc150"):
         for k in (5, 10):
             cell = {r["method"]: r for r in gen if r["dataset"] == dataset and r["k"] == k}
@@ -65,9 +66,11 @@ def test_episodic_oos_intent_matcher_and_ablation(quick_run):
     assert {(r["method"], r["k"]) for r in epi} == {(m, k) for m in ("cosine", "prototype", "mn", "intent-matcher-0") for k in (1, 5)}
     for r in epi:
         assert r["fold"] == "01" and r["episodes"] == 20 and 0 <= r["accuracy"] <= 100 and r["ci95"] >= 0
-    oos = {r["method"]: r for r in records(data, "oos")}
-    assert {"cosine", "logreg", "mn", "intent-matcher"} <= set(oos)
-    for r in oos.values():
+    oos = {r["method"]: r for r in records(data, "oos") if r["dataset"] == "clinc150"}
+    assert {"cosine", "logreg", "mn", "intent-matcher", "textmatch"} <= set(oos)
+    banking_oos = {r["method"]: r for r in records(data, "oos") if r["dataset"] == "banking77_oos"}
+    assert {"cosine", "logreg", "textmatch"} <= set(banking_oos)
+    for r in [*oos.values(), *banking_oos.values()]:
         if "skipped" not in r:
             assert {"threshold", "in_scope_accuracy", "oos_precision", "oos_recall", "oos_f1"} <= set(r)
     im = records(data, "intent-matcher")
@@ -75,6 +78,12 @@ def test_episodic_oos_intent_matcher_and_ablation(quick_run):
     assert all(r["cli"].startswith("textmatch train --train ") for r in im)
     variants = {r["variant"] for r in records(data, "ablation")}
     assert {"head=prototype", "head=logreg", "head=matching+logreg"} <= variants
+    assert {"head=matching, class names off", "head=logreg, class names on"} <= variants  # the recipe's ablation
+    pre = records(data, "pretrain")
+    assert {r["dataset"] for r in pre} == {"banking77", "clinc150"}
+    for r in pre:
+        assert r["cli"].startswith("textmatch pretrain --data ") and r["dataset"] not in r["sources"]
+        assert "banking77_oos" not in r["sources"]
 
 
 def test_report_files(quick_run):

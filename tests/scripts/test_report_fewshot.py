@@ -1,4 +1,4 @@
-"""scripts/report_fewshot.py renders fewshot.md and fewshot_vs_k.png from a synthetic fewshot.json.
+"""scripts/report_fewshot.py renders fewshot.md, fewshot_vs_k.png and fewshot_pareto.png from a synthetic fewshot.json.
 
 The numbers checked below were computed by hand from the synthetic records.
 """
@@ -18,6 +18,7 @@ import report_fewshot
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 KEYS = ("section", "dataset", "k", "method", "seed", "fold", "variant")
+MN = "Matching Network, fine-tuned (round-1 default: 150 episodes, eq. 1 head)"
 
 CMD_GEN = "python scripts/bench_fewshot.py --sections generalised --methods cosine,mn,setfit"
 CMD_DRAWN = "python scripts/bench_fewshot.py --sections drawn --datasets banking77"
@@ -106,11 +107,13 @@ def table_row(md: str, label: str) -> str:
     return rows[0]
 
 
-def test_render_writes_both_files_and_nothing_else(rendered):
+def test_render_writes_all_files_and_nothing_else(rendered):
     md, png, folder = rendered
     assert md.startswith("# ")
     assert png.startswith(PNG_MAGIC)
-    assert sorted(p.name for p in folder.iterdir()) == ["fewshot.json", "fewshot.md", "fewshot_vs_k.png"]  # no temp files left
+    assert (folder / "fewshot_pareto.png").read_bytes().startswith(PNG_MAGIC)
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "fewshot.json", "fewshot.md", "fewshot_pareto.png", "fewshot_vs_k.png"]  # no temp files left
 
 
 def test_runs_are_listed(rendered):
@@ -139,8 +142,7 @@ def test_generalised_table(rendered):
     assert "B77 5-shot train s" in header
     cosine = table_row(md, "Cosine matching (frozen)")
     assert cosine.startswith("| Cosine matching (frozen) | 77.91 | – | – | – | 0.000 |")
-    assert table_row(md, "Matching Network, fine-tuned on support").startswith(
-        "| Matching Network, fine-tuned on support | 87.23 | – | – | – | 50.0 |")
+    assert table_row(md, MN).startswith(f"| {MN} | 87.23 | – | – | – | 50.0 |")
     setfit = table_row(md, "SetFit 1.2")
     assert setfit.startswith("| SetFit 1.2 | 80.75 | – | – | skipped [1] | 200.0 |")
     assert "- [1] setfit is not installed" in md
@@ -152,8 +154,10 @@ def test_generalised_table(rendered):
     # valid table
     assert "| Cosine matching (frozen) | 78.46 | – | – | – |" in md
     # methods in display order
-    assert md.index("| Cosine matching (frozen) | 77.91") < md.index("| SetFit 1.2 | 80.75") < md.index(
-        "| Matching Network, fine-tuned on support | 87.23")
+    assert md.index("| Cosine matching (frozen) | 77.91") < md.index("| SetFit 1.2 | 80.75") < md.index(f"| {MN} | 87.23")
+    # one seed per cell: plain values, and the sentence says seed 0
+    assert "(n=" not in md[md.index("## Generalised"):md.index("## Drawn")]
+    assert "K examples of every class), seed 0." in md
 
 
 def test_drawn_mean_sd_over_seeds(rendered):
@@ -161,7 +165,7 @@ def test_drawn_mean_sd_over_seeds(rendered):
     drawn = md[md.index("## Drawn K"):md.index("## Episodic")]
     assert "| method | B77 1-shot | B77 2-shot |" in drawn
     assert "| Cosine matching (frozen) | 62.00 ± 2.00 (n=3) | 70.50 ± 0.71 (n=2) |" in drawn
-    assert "| Matching Network, fine-tuned on support | skipped [1] | 82.00 ± 2.83 (n=2) |" in drawn
+    assert f"| {MN} | skipped [1] | 82.00 ± 2.83 (n=2) |" in drawn
     assert "- [1] fine-tuning needs 2 examples per class (one support, one query)" in drawn
 
 
@@ -183,10 +187,10 @@ def test_oos_intent_matcher_ablation_timing(rendered):
     first = ablation.index("temperature 0.1 instead of 0.05")
     second = ablation.index("no warm-up")
     assert first < second
-    assert "| banking77 | 10 | Matching Network, fine-tuned on support | temperature 0.1 instead of 0.05 | 85.56 | 86.00 | 800.0 | worse than the default |" in ablation
+    assert f"| banking77 | 10 | {MN} | temperature 0.1 instead of 0.05 | 85.56 | 86.00 | 800.0 | worse than the default |" in ablation
     assert "| no warm-up | 84.00 | – | 790.0 |" in ablation
     timing = md[md.index("## Timing"):]
-    assert "| B77 5-shot | Matching Network, fine-tuned on support | 50.0 | 20.0 | 0.25x of SetFit |" in timing
+    assert f"| B77 5-shot | {MN} | 50.0 | 20.0 | 0.25x of SetFit |" in timing
     assert "| B77 5-shot | SetFit 1.2 | 200.0 | 12.5 | 1.00x of SetFit |" in timing
     assert "| B77 5-shot | Cosine matching (frozen) | 0.000 | 0.004 | 0.00x of SetFit |" in timing
     assert "CLINC 10-shot | SetFit" not in timing  # skipped records have no timing
@@ -201,13 +205,14 @@ def test_accuracy_by_k_is_mean_sd_over_seeds():
     assert report_fewshot.accuracy_by_k(synthetic_records(), "clinc150") == {}
 
 
-def test_render_with_no_records_still_writes_both_files(tmp_path):
+def test_render_with_no_records_still_writes_all_files(tmp_path):
     write_json(tmp_path, [], runs=[])
     report_fewshot.render(tmp_path)
     md = (tmp_path / "fewshot.md").read_text(encoding="utf-8")
     assert md.startswith("# ")
     assert "## " not in md
     assert (tmp_path / "fewshot_vs_k.png").read_bytes().startswith(PNG_MAGIC)
+    assert (tmp_path / "fewshot_pareto.png").read_bytes().startswith(PNG_MAGIC)
 
 
 def test_only_sections_with_records_are_rendered(tmp_path):
@@ -215,7 +220,7 @@ def test_only_sections_with_records_are_rendered(tmp_path):
     write_json(tmp_path, records)
     report_fewshot.render(tmp_path)
     md = (tmp_path / "fewshot.md").read_text(encoding="utf-8")
-    assert "## Out-of-scope (CLINC150)" in md
+    assert "## Out-of-scope" in md and "### CLINC150" in md and "### BANKING77-OOS" not in md
     assert "## Generalised" not in md and "## Drawn" not in md and "## Timing" not in md
     assert (tmp_path / "fewshot_vs_k.png").read_bytes().startswith(PNG_MAGIC)  # the "no data" figure
 
@@ -223,3 +228,208 @@ def test_only_sections_with_records_are_rendered(tmp_path):
 def test_missing_results_file_names_the_fix(tmp_path):
     with pytest.raises(FileNotFoundError, match="bench_fewshot.py"):
         report_fewshot.render(tmp_path)
+
+
+# -- several training seeds in the generalised section --------------------------------------------
+
+CMD_SEEDS = "python scripts/bench_fewshot.py --sections generalised --methods textmatch,setfit --seeds 0,1,2"
+
+
+def seeds_records() -> list[dict]:
+    """Generalised B77 5-shot: textmatch on seeds 0-2 (test 80 / 82 / 84 -> 82.00 ± 2.00,
+    valid 70 / 71 / 72 -> 71.00 ± 1.00, train 100 / 200 / 300 -> 200.0, predict 10 / 20 / 30
+    -> 20.0), an earlier seed-0 record replaced by the later one; SetFit on seeds 0-1 (test
+    70 / 72 -> 71.00 ± 1.41, train 300 / 500 -> 400.0); cosine on one seed (plain values);
+    logreg measured on seed 0, skipped on seed 1 (plain value)."""
+    gen = {"section": "generalised", "dataset": "banking77", "k": 5}
+    return [
+        rec(CMD_SEEDS, **gen, method="textmatch", seed=0, valid_accuracy=10.0, test_accuracy=10.0, train_s=9999.0, predict_s=1.0),
+        rec(CMD_SEEDS, **gen, method="cosine", seed=0, valid_accuracy=76.0, test_accuracy=77.0, train_s=0.0, predict_s=0.5),
+        rec(CMD_SEEDS, **gen, method="textmatch", seed=0, valid_accuracy=70.0, test_accuracy=80.0, train_s=100.0, predict_s=10.0),
+        rec(CMD_SEEDS, **gen, method="textmatch", seed=1, valid_accuracy=71.0, test_accuracy=82.0, train_s=200.0, predict_s=20.0),
+        rec(CMD_SEEDS, **gen, method="textmatch", seed=2, valid_accuracy=72.0, test_accuracy=84.0, train_s=300.0, predict_s=30.0),
+        rec(CMD_SEEDS, **gen, method="setfit", seed=0, valid_accuracy=69.0, test_accuracy=70.0, train_s=300.0, predict_s=5.0),
+        rec(CMD_SEEDS, **gen, method="setfit", seed=1, valid_accuracy=69.0, test_accuracy=72.0, train_s=500.0, predict_s=7.0),
+        rec(CMD_SEEDS, **gen, method="logreg", seed=0, valid_accuracy=79.0, test_accuracy=80.5, train_s=1.5, predict_s=0.1),
+        rec(CMD_SEEDS, **gen, method="logreg", seed=1, skipped="out of time"),
+    ]
+
+
+def test_generalised_cells_are_means_over_seeds():
+    lines = "\n".join(report_fewshot.generalised_lines(seeds_records()))
+    textmatch = report_fewshot.METHOD_NAMES["textmatch"]
+    assert table_row(lines, textmatch).startswith(f"| {textmatch} | 82.00 ± 2.00 (n=3) | – | – | – | 200.0 | – |")
+    assert table_row(lines, "SetFit 1.2").startswith("| SetFit 1.2 | 71.00 ± 1.41 (n=2) | – | – | – | 400.0 | – |")
+    assert table_row(lines, "Cosine matching (frozen)").startswith("| Cosine matching (frozen) | 77.00 | – | – | – | 0.000 |")
+    assert table_row(lines, "Logistic regression (frozen)").startswith("| Logistic regression (frozen) | 80.50 | – | – | – | 1.50 |")
+    assert "mean ± sample sd over them (n = seeds)" in lines
+    # the valid table, below the test table
+    valid = lines[lines.index("Valid accuracy"):]
+    assert f"| {textmatch} | 71.00 ± 1.00 (n=3) | – | – | – |" in valid
+    assert "| Cosine matching (frozen) | 76.00 | – | – | – |" in valid
+
+
+def test_timing_uses_seed_means():
+    lines = "\n".join(report_fewshot.timing_lines(seeds_records()))
+    textmatch = report_fewshot.METHOD_NAMES["textmatch"]
+    assert f"| B77 5-shot | {textmatch} | 200.0 (n=3) | 20.0 | 0.50x of SetFit |" in lines
+    assert "| B77 5-shot | SetFit 1.2 | 400.0 (n=2) | 6.00 | 1.00x of SetFit |" in lines
+    assert "| B77 5-shot | Cosine matching (frozen) | 0.000 | 0.500 | 0.00x of SetFit |" in lines
+    assert "| B77 5-shot | Logistic regression (frozen) | 1.50 | 0.100 | 0.00x of SetFit |" in lines
+
+
+def test_group_records_keeps_the_last_record_of_each_seed():
+    groups = report_fewshot.group_records(seeds_records())
+    textmatch = groups[("banking77", 5, "textmatch")]
+    assert [r["seed"] for r in textmatch] == [0, 1, 2]
+    assert textmatch[0]["test_accuracy"] == 80.0
+
+
+# -- method names and order -----------------------------------------------------------------------
+
+
+def test_method_names_and_display_order():
+    names = report_fewshot.METHOD_NAMES
+    assert list(names) == ["cosine", "prototype", "logreg", "setfit", "textmatch", "textmatch-meta", "textmatch-unlabeled",
+                           "bilstm", "bilstm-init", "mn", "mn-fce", "mn-prototype", "intent-matcher", "intent-matcher-0"]
+    assert names["textmatch"] == "textmatch train (round-2 default recipe)"
+    assert names["textmatch-meta"] == "textmatch pretrain on the other intent sets, then textmatch train"
+    assert names["textmatch-unlabeled"] == "textmatch train --unlabeled (the train split's texts without labels)"
+    assert names["bilstm"] == "BiLSTM from scratch, textmatch train"
+    assert names["bilstm-init"] == "BiLSTM with MiniLM's input embeddings, textmatch train"
+    assert names["mn"] == MN
+    assert set(report_fewshot.SHORT_NAMES) == set(names)  # every method has a plot label
+    shuffled = ["unknown-b", "mn", "bilstm-init", "textmatch", "setfit", "unknown-a", "cosine", "textmatch-meta"]
+    assert report_fewshot.ordered_methods(shuffled) == [
+        "cosine", "setfit", "textmatch", "textmatch-meta", "bilstm-init", "mn", "unknown-b", "unknown-a"]
+
+
+def test_new_methods_render_in_display_order():
+    gen = {"section": "generalised", "dataset": "clinc150", "k": 10, "seed": 0}
+    order = ["bilstm-init", "mn", "textmatch-unlabeled", "setfit", "bilstm", "textmatch-meta", "textmatch", "cosine"]
+    records = [rec(CMD_GEN, **gen, method=m, test_accuracy=50.0 + i, train_s=float(i)) for i, m in enumerate(order)]
+    md = "\n".join(report_fewshot.generalised_lines(records))
+    shown = [report_fewshot.METHOD_NAMES[m] for m in report_fewshot.METHOD_NAMES if m in order]
+    positions = [md.index(f"| {name} |") for name in shown]
+    assert positions == sorted(positions)
+    assert table_row(md, "BiLSTM from scratch, textmatch train").startswith("| BiLSTM from scratch, textmatch train | – | – | – | 54.00 |")
+
+
+# -- out-of-scope per dataset ---------------------------------------------------------------------
+
+CMD_B77_OOS = "python scripts/bench_fewshot.py --sections oos --datasets banking77_oos --seeds 0,1"
+
+
+def oos_records() -> list[dict]:
+    """An old CLINC150 record without a dataset, a new CLINC150 one, and BANKING77-OOS on two
+    seeds (in-scope 80 / 84 -> 82.00 ± 2.83; threshold 0.3 / 0.4 -> 0.3500 ± 0.0707) plus a
+    skipped method."""
+    oos = {"section": "oos", "k": 10}
+    b77 = {**oos, "dataset": "banking77_oos"}
+    return [
+        rec(CMD_OOS, **oos, method="cosine", seed=0, threshold=0.41234, in_scope_accuracy=88.123, oos_precision=70.5,
+            oos_recall=60.25, oos_f1=64.987, in_scope_accuracy_no_threshold=91.0),
+        rec(CMD_B77_OOS, **b77, method="logreg", seed=0, threshold=0.3, in_scope_accuracy=80.0, oos_precision=60.0,
+            oos_recall=50.0, oos_f1=54.0, in_scope_accuracy_no_threshold=85.0),
+        rec(CMD_B77_OOS, **b77, method="logreg", seed=1, threshold=0.4, in_scope_accuracy=84.0, oos_precision=62.0,
+            oos_recall=52.0, oos_f1=56.0, in_scope_accuracy_no_threshold=87.0),
+        rec(CMD_B77_OOS, **b77, method="textmatch", seed=0, skipped="not run for lack of time"),
+        rec(CMD_OOS, **oos, dataset="clinc150", method="logreg", seed=0, threshold=0.09496, in_scope_accuracy=89.56,
+            oos_precision=87.92, oos_recall=58.2, oos_f1=70.04, in_scope_accuracy_no_threshold=90.11),
+    ]
+
+
+def test_oos_one_table_per_dataset():
+    md = "\n".join(report_fewshot.oos_lines(oos_records()))
+    clinc, b77 = md.index("### CLINC150"), md.index("### BANKING77-OOS")
+    assert clinc < b77
+    clinc_part, b77_part = md[clinc:b77], md[b77:]
+    # the record without a dataset is CLINC150's, in the same table as the new one
+    assert "support `cpft/train_10.csv`" in clinc_part and "oos_valid" in clinc_part
+    assert "| Cosine matching (frozen) | 88.12 | 70.50 | 60.25 | 64.99 | 0.4123 | 91.00 |" in clinc_part
+    assert "| Logistic regression (frozen) | 89.56 | 87.92 | 58.20 | 70.04 | 0.0950 | 90.11 |" in clinc_part
+    assert "(n=" not in clinc_part and "Where several seeds" not in clinc_part
+    assert "Zhang et al. 2021" in b77_part and "id-oos_valid" in b77_part and "id-oos_test" in b77_part
+    assert "50 in-scope" in b77_part and "other 27" in b77_part
+    assert ("| Logistic regression (frozen) | 82.00 ± 2.83 (n=2) | 61.00 ± 1.41 (n=2) | 51.00 ± 1.41 (n=2) | "
+            "55.00 ± 1.41 (n=2) | 0.3500 ± 0.0707 (n=2) | 86.00 ± 1.41 (n=2) |") in b77_part
+    textmatch = report_fewshot.METHOD_NAMES["textmatch"]
+    assert f"| {textmatch} | skipped [1] | – | – | – | – | – |" in b77_part
+    assert "- [1] not run for lack of time" in b77_part
+    assert "Cosine" not in b77_part
+
+
+def test_oos_section_renders_both_datasets(tmp_path):
+    write_json(tmp_path, oos_records())
+    report_fewshot.render(tmp_path)
+    md = (tmp_path / "fewshot.md").read_text(encoding="utf-8")
+    section = md[md.index("## Out-of-scope"):]
+    assert "### CLINC150" in section and "### BANKING77-OOS" in section
+    assert f"\n{CMD_OOS}\n" in section and f"\n{CMD_B77_OOS}\n" in section
+
+
+# -- the Pareto plot ------------------------------------------------------------------------------
+
+
+def naive_front(points: list[tuple[float, float]]) -> set[int]:
+    """The points (accuracy, seconds) that no other point dominates, by comparing every pair."""
+    front = set()
+    for i, (acc_i, t_i) in enumerate(points):
+        dominated = False
+        for j, (acc_j, t_j) in enumerate(points):
+            if j != i and acc_j >= acc_i and t_j <= t_i and (acc_j > acc_i or t_j < t_i):
+                dominated = True
+                break
+        if not dominated:
+            front.add(i)
+    return front
+
+
+def test_pareto_front_examples():
+    assert report_fewshot.pareto_front([]) == []
+    assert report_fewshot.pareto_front([(80.0, 10.0)]) == [0]
+    # (acc, s): 1 is dominated by 0; 3 equals 2 in time but is less accurate; 4 is slower and better
+    points = [(80.0, 1.0), (79.0, 5.0), (85.0, 10.0), (84.0, 10.0), (90.0, 100.0), (90.0, 200.0)]
+    assert report_fewshot.pareto_front(points) == [0, 2, 4]
+    assert report_fewshot.pareto_front([(80.0, 1.0), (80.0, 1.0)]) == [0, 1]  # identical points both stay
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_pareto_front_matches_the_naive_loop(seed):
+    import random
+
+    rng = random.Random(seed)
+    n = rng.randint(0, 40)
+    # few distinct values, so ties in accuracy, time and both are common
+    points = [(float(rng.randint(0, 8)), float(rng.choice([0.5, 1, 2, 3, 10, 100]))) for _ in range(n)]
+    front = report_fewshot.pareto_front(points)
+    assert set(front) == naive_front(points)
+    assert len(front) == len(set(front))
+    times = [points[i][1] for i in front]
+    assert times == sorted(times)  # joinable by a line, left to right
+
+
+def test_pareto_points_are_seed_means_of_generalised_records():
+    records = seeds_records() + [rec(CMD_DRAWN, section="drawn", dataset="banking77", k=5, method="cosine", seed=0,
+                                     test_accuracy=1.0, train_s=0.0)]
+    points = {m: rest for m, *rest in report_fewshot.pareto_points(records)[("banking77", 5)]}
+    assert list(points) == ["cosine", "logreg", "setfit", "textmatch"]  # display order
+    mean, sd, seconds, n = points["textmatch"]
+    assert (mean, seconds, n) == (82.0, 200.0, 3) and sd == pytest.approx(2.0)
+    assert points["cosine"] == [77.0, 0.0, 0.0, 1]  # the drawn record is not used
+    assert points["logreg"][3] == 1  # the skipped seed does not count
+
+
+def png_size(png: bytes) -> tuple[int, int]:
+    """(width, height) from the IHDR chunk."""
+    return int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+
+
+@pytest.mark.parametrize("which", ["synthetic", "seeds", "none"])
+def test_plot_pareto_renders_a_png(which):
+    records = {"synthetic": synthetic_records(), "seeds": seeds_records(), "none": []}[which]
+    png = report_fewshot.plot_pareto(records)
+    assert png.startswith(PNG_MAGIC)
+    width, height = png_size(png)
+    assert width >= 800 and height >= 600
+    assert len(png) > 10_000

@@ -11,6 +11,7 @@ import warnings
 from typing import Any
 
 from ..backends import BACKENDS
+from ..classification.training import RECIPE_MODEL_SETTINGS
 from ..core.modeling import MatchingNetwork
 from ..data import check_conflicts, load_text_dataset, texts_and_labels
 from ..errors import TextMatchError
@@ -73,11 +74,9 @@ def add_training_runtime(p: argparse.ArgumentParser) -> None:
                    help="autocast the forward pass on a GPU (default: no)")
 
 
-# What `textmatch train` and `pretrain` give a model unless told otherwise: the few-shot recipe
-# chosen on the valid splits (results/fewshot.md): the logistic-regression head read together
-# with eq. 1, and class names as support examples.
-RECIPE_HEAD = "ensemble"
-RECIPE_LABEL_NAMES = True
+# What `textmatch train` and `pretrain` give a model unless told otherwise (the few-shot recipe)
+RECIPE_HEAD = RECIPE_MODEL_SETTINGS["head"]
+RECIPE_LABEL_NAMES = RECIPE_MODEL_SETTINGS["label_names"]
 
 
 def add_architecture_flags(p: argparse.ArgumentParser) -> None:
