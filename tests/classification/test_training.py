@@ -223,7 +223,7 @@ def test_trains_from_a_datasets_dataset(bilstm_model, synthetic):
 @pytest.mark.parametrize(
     "kwargs, pattern",
     [
-        (dict(num_episodes=0), r"num_episodes must be an integer >= 1, got 0"),
+        (dict(num_episodes=0), r"num_episodes must be an integer >= 1 or None \(from the data\), got 0"),
         (dict(warmup_steps=-1), r"warmup_steps must be a ratio in \[0, 1\) or a number of steps, got -1"),
         (dict(learning_rate=0.0), r"learning_rate"),
         (dict(n_way=1), r"n_way must be an integer >= 2"),
@@ -325,3 +325,24 @@ def test_episode_shape_keeps_explicit_values():
     assert episode_shape(labels, None, None, 8) == (3, 2, 8)
     with pytest.raises(TextMatchError, match="at least 2 classes"):
         episode_shape(["a", "a"], None, None, None)
+
+
+def test_default_episodes_follow_the_data(bilstm_model, synthetic, tmp_path):
+    """num_episodes=None: episode_passes passes over the training texts, within the bounds."""
+    from textmatch.classification.training import MAX_EPISODES, MIN_EPISODES, default_episodes
+
+    naive = lambda n, per, passes: min(MAX_EPISODES, max(MIN_EPISODES, -(-passes * n // per)))  # noqa: E731
+    for n, per, passes in [(132, 120, 15), (847, 128, 15), (1650, 128, 15), (770, 256, 15), (10, 128, 1), (5000, 128, 2)]:
+        assert default_episodes(n, per, passes) == naive(n, per, passes)
+    assert default_episodes(847, 128, 15) == 100 and default_episodes(132, 120, 15) == MIN_EPISODES
+    texts, labels = synthetic[0][:60], synthetic[1][:60]
+    args = TrainingArguments(output_dir=str(tmp_path / "run"), episode_passes=3, show_progress_bar=False, use_cpu=True)
+    assert args.num_episodes is None and args.max_steps == -1
+    trainer = Trainer(bilstm_model, args, train_dataset=(texts, labels))
+    sampler = trainer.train_sampler
+    per_episode = sampler.n_way * (sampler.k_shot + sampler.q_query)
+    want = naive(len(texts), per_episode, 3)
+    assert trainer.args.num_episodes == trainer.args.max_steps == want
+    assert args.num_episodes is None  # the user's arguments are left as given
+    assert trainer.train().global_step == want
+    assert bilstm_model.model_card_data.training_args["num_episodes"] == want

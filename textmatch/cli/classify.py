@@ -45,7 +45,7 @@ TRAINING_FLAGS = [
     ("--n-way", "n_way", int, "classes per episode (default: min(64, classes))"),
     ("--k-shot", "k_shot", int, "support examples per class (default: about 128 texts per episode, <= 5)"),
     ("--q-query", "q_query", int, "query examples per class (default: from the data, <= 5)"),
-    ("--episodes", "num_episodes", int, "training episodes (default: 150)"),
+    ("--episodes", "num_episodes", int, "training episodes (default: from the data, 15 passes over it, 30 to 100)"),
     ("--lr", "learning_rate", float, "encoder learning rate (default: 3e-5; 2e-5 with --data)"),
     ("--eval-steps", "eval_steps", int, "validate every N episodes (default: 25)"),
     ("--eval-episodes", "eval_episodes", int, "validation episodes per evaluation (default: 50)"),
