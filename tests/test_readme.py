@@ -70,8 +70,9 @@ def test_fast_inference_snippet_runs(tmp_path):
 
 def test_fine_tuning_snippet_runs(tmp_path):
     code = next(b for b in _python_blocks() if "Trainer(" in b)
-    assert "num_episodes=150" in code
-    code = code.replace("num_episodes=150", "num_episodes=2, show_progress_bar=False")  # keep the test fast
+    assert 'head="ensemble", label_names=True' in code and 'TrainingArguments(output_dir="runs/intents")' in code
+    # keep the test fast
+    code = code.replace('output_dir="runs/intents")', 'output_dir="runs/intents", num_episodes=2, show_progress_bar=False)')
     result = _run_python(code, _copy_data(tmp_path))
     assert result.returncode == 0, result.stderr
     saved = tmp_path / "runs" / "intents" / "model"
@@ -155,3 +156,34 @@ def _copy_data(tmp_path: Path) -> Path:
             (data / f.name).write_bytes(f.read_bytes())
         shutil.copytree(REPO / "data" / "docs", data / "docs")
     return tmp_path
+
+
+def test_stage_examples_run(tmp_path):
+    """`pretrain` on two labelled sources, `train --model` from it, and `train --unlabeled`:
+    the README's commands on small files (the demo's intents split in two sources, its texts
+    as the unlabelled pool), two episodes / steps each."""
+    import csv
+
+    lines = [ln for ln in _block_after("<!-- stage-examples", "bash").splitlines() if ln.startswith("textmatch ")]
+    assert len(lines) == 3 and "--unlabeled" in lines[2]
+    cwd = _copy_data(tmp_path)
+    rows = list(csv.DictReader(open(cwd / "data" / "intents_support.csv", encoding="utf-8")))
+    classes = sorted({r["label"] for r in rows})
+    for name, part in (("banking.csv", classes[:6]), ("more_intents.csv", classes[6:])):
+        with open(cwd / name, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["text", "label"])
+            writer.writerows((r["text"], r["label"]) for r in rows if r["label"] in part)
+    (cwd / "utterances.txt").write_text("\n".join(r["text"] for r in rows) + "\n", encoding="utf-8")
+    fast = [ln.replace("--episodes 400", "--episodes 2") + " --no-progress" for ln in lines]
+    fast[1] += " --episodes 2"
+    fast[2] += " --episodes 2 --unlabeled-max-steps 2"
+    for cmd in fast:
+        result = subprocess.run(cmd, shell=True, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, f"{cmd}\n{result.stderr}"
+    meta = json.loads((cwd / "runs" / "meta" / "config.json").read_text(encoding="utf-8"))
+    assert meta["model_card_data"]["training_args"]["sources"] == ["banking", "travel"]
+    assert not (cwd / "runs" / "meta" / "support_set.json").exists()
+    for folder, objective in (("intents-meta", "meta-training"), ("intents-simcse", "contrastive")):
+        card = (cwd / "runs" / folder / "README.md").read_text(encoding="utf-8")
+        assert "### Earlier training" in card and objective in card, folder
