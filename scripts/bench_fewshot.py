@@ -580,6 +580,21 @@ def section_episodic(ctx: Context, results: Results, methods: list[str]) -> None
             elif method == "intent-matcher-0":
                 model = MatchingNetwork.from_pretrained(str(intent_matcher_dir(ctx, "clinc150")))
                 config = {"meta_train": "CLINC150 (no BANKING77 data)"}
+            elif method == "textmatch-meta":  # the fold's train classes and the other intent sets, as sources
+                model = MatchingNetwork.from_pretrained(DEFAULT_MODEL)
+                train, valid = fold_split("train"), fold_split("valid")
+                sources = {"banking77-fold-train": (train.texts, train.labels)}
+                for source in PRETRAIN_POOLS["banking77"]:  # never banking77_oos: it is BANKING77 text
+                    path = data_paths(ctx.args, source) / "cpft" / "train.csv"
+                    pool = read_split(quick_file(ctx, source, path) if ctx.quick else path)
+                    sources[source] = (pool.texts, pool.labels)
+                targs = training_args(ctx, 0, num_episodes=ctx.args.meta_episodes, eval_steps=max(1, ctx.args.meta_episodes // 4),
+                                      eval_episodes=3 if ctx.args.quick else 20, fit_support_at_end=False)
+                t0 = time.perf_counter()
+                Trainer(model, targs, train_dataset=sources, eval_dataset=(valid.texts, valid.labels)).train()
+                train_s = time.perf_counter() - t0
+                config = {"meta_train": f"fold {fold} train classes + {' + '.join(PRETRAIN_POOLS['banking77'])}",
+                          **{k: v for k, v in targs.to_dict().items() if k in ("num_episodes", "learning_rate", "eval_steps", "seed")}}
             else:
                 continue
             for k in (1, 5):

@@ -257,6 +257,7 @@ EPISODIC_NAMES = {
     "mn-fce": "Matching Network + FCE, meta-trained on the fold's train classes",
     "mn-prototype": "Matching Network, prototype variant, meta-trained on the fold's train classes",
     "intent-matcher-0": "Intent matcher (meta-trained on CLINC150 only), no fine-tuning",
+    "textmatch-meta": "Matching Network meta-trained on the fold's train classes + CLINC150, SNIPS, ATIS",
 }
 
 

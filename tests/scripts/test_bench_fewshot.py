@@ -63,7 +63,7 @@ def test_drawn_seeds_and_k(quick_run):
 def test_episodic_oos_intent_matcher_and_ablation(quick_run):
     _, data = quick_run
     epi = records(data, "episodic")
-    assert {(r["method"], r["k"]) for r in epi} == {(m, k) for m in ("cosine", "prototype", "mn", "intent-matcher-0") for k in (1, 5)}
+    assert {(r["method"], r["k"]) for r in epi} == {(m, k) for m in ("cosine", "prototype", "mn", "intent-matcher-0", "textmatch-meta") for k in (1, 5)}
     for r in epi:
         assert r["fold"] == "01" and r["episodes"] == 20 and 0 <= r["accuracy"] <= 100 and r["ci95"] >= 0
     oos = {r["method"]: r for r in records(data, "oos") if r["dataset"] == "clinc150"}
