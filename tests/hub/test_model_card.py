@@ -510,3 +510,15 @@ def test_model_card_data_add_eval_result_replaces():
     with pytest.raises(TextMatchError, match="finite"):
         data.add_eval_result("d", "test", {"accuracy": None})
     assert len(data.eval_results) == 2
+
+
+def test_details_name_the_head_and_class_names(tiny_bert_model):
+    tiny_bert_model.config.head, tiny_bert_model.config.label_names = "ensemble", True
+    tiny_bert_model.fit(["rain today", "sunny", "play jazz", "a song"], ["weather", "weather", "music", "music"])
+    details = section(generate_model_card(tiny_bert_model), "Model details")
+    assert re.search(r"\*\*Head:\*\* ensemble: the mean of eq\. 1 and a logistic regression .*\(C = 10\)", details)
+    assert re.search(r"\*\*Class names as examples:\*\* on$", details, re.M)
+    tiny_bert_model.config.head, tiny_bert_model.config.label_names = "matching", False
+    details = section(generate_model_card(tiny_bert_model), "Model details")
+    assert re.search(r"\*\*Head:\*\* matching: P\(y \\?\| x, S\) of eq\. 1", details)
+    assert re.search(r"\*\*Class names as examples:\*\* off$", details, re.M)

@@ -197,6 +197,13 @@ def _encoder_line(encoder: Any, role: str) -> str:
     return f"{role}: " + ", ".join(parts)
 
 
+HEAD_LINES = {
+    "matching": "matching: P(y | x, S) of eq. 1",
+    "logreg": "logistic regression on the support set's embeddings (C = {c:g}), refitted when it changes",
+    "ensemble": "ensemble: the mean of eq. 1 and a logistic regression on the support set (C = {c:g})",
+}
+
+
 def _details(model: "MatchingNetwork") -> str:
     data: ModelCardData = model.model_card_data
     cfg = model.config
@@ -219,6 +226,9 @@ def _details(model: "MatchingNetwork") -> str:
         ("Aggregation", "class prototypes (mean of each label's examples)" if cfg.aggregation == "prototype"
          else "none (attention over every support example)"),
         ("Temperature", f"{temperature:.4g} ({'learned' if cfg.learn_temperature else 'fixed'})"),
+        ("Head", HEAD_LINES[cfg.head].format(c=cfg.logreg_c)),
+        ("Class names as examples", ("on" + (f" ({len(cfg.label_descriptions)} described)" if cfg.label_descriptions else ""))
+         if cfg.label_names else "off"),
         ("Out-of-scope threshold",
          "none" if cfg.threshold is None
          else f"{cfg.threshold:g} on the best {cfg.threshold_metric}; texts below it get the label {cfg.oos_label!r}"),
