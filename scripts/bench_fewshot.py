@@ -71,7 +71,7 @@ FROZEN = ("cosine", "prototype", "logreg")
 RECIPE = ("textmatch", "textmatch-meta", "textmatch-unlabeled", "bilstm", "bilstm-init")
 TRAINED = ("mn", "mn-fce", "mn-prototype", "intent-matcher", "intent-matcher-0") + RECIPE
 ALL_METHODS = FROZEN + ("setfit",) + TRAINED
-SECTIONS = ("intent-matcher", "pretrain", "generalised", "drawn", "episodic", "oos")
+SECTIONS = ("intent-matcher", "pretrain", "generalised", "drawn", "episodic", "oos", "cli")
 # leave-one-dataset-out pools for `textmatch pretrain`: never the target's texts (banking77_oos
 # is BANKING77 text, so it is in no pool: for CLINC150 it would only repeat banking77)
 PRETRAIN_POOLS = {"banking77": ("clinc150", "snips", "atis"), "clinc150": ("banking77", "snips", "atis")}
@@ -688,6 +688,32 @@ def quick_file(ctx: Context, source: str, path: Path) -> Path:
     return small
 
 
+def section_cli(ctx: Context, results: Results) -> None:
+    """`textmatch train` with its defaults, as a user runs it (the CLI, all torch threads the
+    machine gives), on the demo's 120 examples and on BANKING77 10-shot: training seconds, and
+    test accuracy against the untrained model (`textmatch evaluate`)."""
+    demo = ROOT / "data"
+    cells = [("demo", demo / "intents_support.csv", demo / "intents_test.csv")]
+    if not ctx.quick:
+        b77 = data_paths(ctx.args, "banking77") / "cpft"
+        cells.append(("banking77-10", b77 / "train_10.csv", b77 / "test.csv"))
+    for name, support, test in cells:
+        out = ctx.cache_dir / f"cli-{name}"
+        train = [sys.executable, "-m", "textmatch.cli", "train", "--train", str(support), "--output", str(out), "--no-progress", "--json"]
+        if ctx.quick:
+            train += ["--episodes", "2"]
+        t0 = time.perf_counter()
+        summary = json.loads(subprocess.run(train, check=True, cwd=ROOT, capture_output=True, text=True).stdout)
+        wall = time.perf_counter() - t0
+        evaluate = [sys.executable, "-m", "textmatch.cli", "evaluate", "--test", str(test), "--json"]
+        trained = json.loads(subprocess.run(evaluate + ["--model", str(out)], check=True, cwd=ROOT, capture_output=True, text=True).stdout)
+        untrained = json.loads(subprocess.run(evaluate + ["--support", str(support)], check=True, cwd=ROOT, capture_output=True, text=True).stdout)
+        results.add({"section": "cli", "dataset": name, "method": "textmatch", "k": None,
+                     "train_s": summary["train_seconds"], "wall_s": round(wall, 1), "episodes": summary["episodes"],
+                     "test_accuracy": round(100 * trained["accuracy"], 2), "untrained_test_accuracy": round(100 * untrained["accuracy"], 2),
+                     "cli": " ".join(shlex.quote(c) for c in ["textmatch"] + train[3:]), "arguments": summary["arguments"]})
+
+
 def section_intent_matcher(ctx: Context, results: Results, datasets: list[str]) -> None:
     """Meta-train one intent matcher per target dataset on the *other* dataset's train split
     (early stopping on its valid split) with the documented CLI command."""
@@ -805,6 +831,8 @@ def main(argv: list[str] | None = None) -> int:
             section_drawn(ctx, results, args.datasets, args.methods)
         elif section == "oos" and "banking77" in args.datasets:
             section_oos_banking(ctx, results, [m for m in args.methods if m in ("logreg", "cosine") or m in RECIPE])
+        elif section == "cli":
+            section_cli(ctx, results)
         elif section == "episodic" and "banking77" in args.datasets:
             section_episodic(ctx, results, [m for m in args.methods if m not in ("logreg", "setfit", "intent-matcher")])
     results.finish(time.perf_counter() - started)

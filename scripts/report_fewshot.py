@@ -90,6 +90,7 @@ SECTION_TITLES = {
     "intent-matcher": "Intent matchers",
     "ablation": "Ablation",
     "timing": "Timing (generalised few-shot)",
+    "cli": "textmatch train with its defaults (the command line)",
 }
 
 
@@ -133,6 +134,7 @@ def render_markdown(data: dict[str, Any]) -> str:
         ("intent-matcher", intent_matcher_lines),
         ("ablation", ablation_lines),
         ("timing", timing_lines),
+        ("cli", cli_lines),
     )
     rendered = 0
     for section, build in renderers:
@@ -394,6 +396,25 @@ def ablation_lines(records: list[Record]) -> list[str]:
         ])
     header = ["dataset", "K", "method", "variant", "valid acc", "test acc", "train s", "note"]
     return markdown_table(header, rows) + [""] + notes_lines(reasons) + legend_lines()
+
+
+# -- the command line -----------------------------------------------------------------------------
+
+
+def cli_lines(records: list[Record]) -> list[str]:
+    """`textmatch train` with its defaults as a user runs it: episodes, training and wall
+    seconds, test accuracy trained and untrained, the command."""
+    reasons = skip_reasons(records)
+    rows = [[escape_cell(str(r.get("dataset") or DASH)), value_or_dash(r.get("episodes"), lambda v: f"{v:.0f}"),
+             metric_cell(r, "train_s", reasons, format_seconds), metric_cell(r, "wall_s", reasons, format_seconds, skipped_text=DASH),
+             metric_cell(r, "test_accuracy", reasons, format_pct, skipped_text=DASH),
+             metric_cell(r, "untrained_test_accuracy", reasons, format_pct, skipped_text=DASH),
+             f"`{escape_cell(r['cli'])}`" if r.get("cli") else DASH] for r in records]
+    lines = [("`textmatch train` with no options but the data (the recipe's defaults), run by the benchmark as a "
+              "subprocess with every torch thread of the machine; wall s includes loading the model and saving it; "
+              "untrained: `textmatch evaluate --support` with the base model."), ""]
+    header = ["data", "episodes", "train s", "wall s", "test acc", "untrained test acc", "command"]
+    return lines + markdown_table(header, rows) + [""] + notes_lines(reasons) + legend_lines()
 
 
 # -- timing ---------------------------------------------------------------------------------------

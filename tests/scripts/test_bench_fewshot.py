@@ -79,6 +79,10 @@ def test_episodic_oos_intent_matcher_and_ablation(quick_run):
     variants = {r["variant"] for r in records(data, "ablation")}
     assert {"head=prototype", "head=logreg", "head=matching+logreg"} <= variants
     assert {"head=matching, class names off", "head=logreg, class names on"} <= variants  # the recipe's ablation
+    cli = records(data, "cli")
+    assert [r["dataset"] for r in cli] == ["demo"] and cli[0]["episodes"] == 2
+    assert 0 <= cli[0]["test_accuracy"] <= 100 and cli[0]["untrained_test_accuracy"] >= 90  # the demo's 97.2 %
+    assert cli[0]["arguments"]["num_episodes"] == 2 and cli[0]["cli"].startswith("textmatch train --train ")
     pre = records(data, "pretrain")
     assert {r["dataset"] for r in pre} == {"banking77", "clinc150"}
     for r in pre:
@@ -90,6 +94,6 @@ def test_report_files(quick_run):
     out, _ = quick_run
     md = (out / "fewshot.md").read_text(encoding="utf-8")
     assert "python scripts/bench_fewshot.py --quick" in md
-    for heading in ("Generalised", "Episodic", "Out-of-scope", "Ablation"):
+    for heading in ("Generalised", "Episodic", "Out-of-scope", "Ablation", "textmatch train with its defaults"):
         assert heading in md
     assert (out / "fewshot_vs_k.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -26,6 +26,7 @@ CMD_EPI = "python scripts/bench_fewshot.py --sections episodic --folds 01,02"
 CMD_OOS = "python scripts/bench_fewshot.py --sections oos"
 CMD_IM = "python scripts/bench_fewshot.py --sections intent-matcher --datasets banking77"
 CMD_ABL = "python scripts/ablation_by_hand.py --temperature 0.1"
+CMD_CLI = "python scripts/bench_fewshot.py --sections cli"
 IM_CLI = "textmatch train --train ../shared/data/clinc150/cpft/train.csv --output .cache/im-clinc150 --episodes 200"
 
 
@@ -77,6 +78,9 @@ def synthetic_records() -> list[dict]:
             valid_accuracy=85.555, test_accuracy=86.004, train_s=800.0, note="worse than the default"),
         rec(CMD_ABL, section="ablation", dataset="banking77", k=10, method="mn", variant="no warm-up",
             valid_accuracy=84.0, train_s=790.0),
+        # the command line
+        rec(CMD_CLI, section="cli", dataset="demo", method="textmatch", train_s=20.0, wall_s=31.0, episodes=30,
+            test_accuracy=97.22, untrained_test_accuracy=97.22, cli="textmatch train --train data/intents_support.csv"),
     ]
 
 
@@ -127,9 +131,9 @@ def test_every_section_has_a_heading_and_its_commands(rendered):
     md, _, _ = rendered
     for title in report_fewshot.SECTION_TITLES.values():
         assert f"## {title}" in md
-    for command in (CMD_GEN, CMD_DRAWN, CMD_EPI, CMD_OOS, CMD_IM, CMD_ABL):
+    for command in (CMD_GEN, CMD_DRAWN, CMD_EPI, CMD_OOS, CMD_IM, CMD_ABL, CMD_CLI):
         assert f"\n{command}\n" in md  # a line of its own, inside a fenced block
-    assert md.count("```bash") == 6
+    assert md.count("```bash") == 7
     # sections appear in the documented order
     positions = [md.index(f"## {title}") for title in report_fewshot.SECTION_TITLES.values()]
     assert positions == sorted(positions)
@@ -433,3 +437,16 @@ def test_plot_pareto_renders_a_png(which):
     width, height = png_size(png)
     assert width >= 800 and height >= 600
     assert len(png) > 10_000
+
+
+def test_cli_section_lines():
+    from report_fewshot import render_markdown
+
+    record = {"section": "cli", "dataset": "demo", "method": "textmatch", "train_s": 21.5, "wall_s": 30.25, "episodes": 30,
+              "test_accuracy": 97.22, "untrained_test_accuracy": 97.22, "cli": "textmatch train --train a|b.csv --output x",
+              "command": "python scripts/bench_fewshot.py --sections cli"}
+    md = render_markdown({"runs": [], "records": [record]})
+    assert "## textmatch train with its defaults (the command line)" in md
+    row = next(line for line in md.splitlines() if line.startswith("| demo"))
+    assert row == "| demo | 30 | 21.5 | 30.2 | 97.22 | 97.22 | `textmatch train --train a\\|b.csv --output x` |"
+    assert "python scripts/bench_fewshot.py --sections cli" in md
