@@ -32,15 +32,15 @@ import random
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import torch
 from transformers import TrainerCallback
 
 from ..core.card_data import infer_dataset_name
 from ..core.modeling import MatchingNetwork, tokenize_chunks
-from ..core.optimization import OptimizationArguments, TrainOutput, is_int
-from ..core.trainer_base import MatchingTrainerBase
+from ..core.optimization import OptimizationArguments, is_int
+from ..core.trainer_base import EpochBatchDataset, EpochBatchTrainer
 from ..data.loading import as_map_dataset, check_columns, column_values
 from ..data.validation import as_list, validate_texts
 from ..errors import TextMatchError
@@ -127,32 +127,6 @@ def epoch_batches(texts: Sequence[str], batch_size: int, seed: int, epoch: int) 
     return batches
 
 
-class ContrastiveBatchDataset(torch.utils.data.Dataset):
-    """Item i = batch i of the unrolled training run (see the module docstring): the
-    (i % steps_per_epoch)-th batch of epoch i // steps_per_epoch + 1, whose batches
-    `draw(epoch)` returns. The last epoch drawn is kept. (The retrieval trainer's
-    RetrievalBatchDataset, for contrastive batches: classification and retrieval are sibling
-    layers and do not import each other.)"""
-
-    def __init__(self, draw: Callable[[int], list[ContrastiveBatch]], steps_per_epoch: int, length: int) -> None:
-        self.draw = draw
-        self.steps_per_epoch = steps_per_epoch
-        self.length = length
-        self._epoch: int | None = None
-        self._batches: list[ContrastiveBatch] = []
-
-    def __len__(self) -> int:
-        return self.length
-
-    def __getitem__(self, index: int) -> ContrastiveBatch:
-        if not 0 <= index < self.length:
-            raise IndexError(f"batch {index} of a run of {self.length}")
-        epoch = index // self.steps_per_epoch + 1
-        if epoch != self._epoch:
-            self._batches, self._epoch = self.draw(epoch), epoch
-        return self._batches[index % self.steps_per_epoch]
-
-
 @dataclass
 class ContrastiveCollator:
     """Tokenises one batch once (the dataloader's batch size is 1 batch), cut at `max_length`
@@ -225,7 +199,7 @@ def check_dropout(model: MatchingNetwork, texts: Sequence[str], max_length: int 
         model.train(was_training)
 
 
-class ContrastiveTrainer(MatchingTrainerBase):
+class ContrastiveTrainer(EpochBatchTrainer):
     """Adapts f' and g' of a MatchingNetwork to unlabelled in-domain texts with the unsupervised
     contrastive objective of SimCSE (see the module docstring), on Hugging Face's Trainer; run
     it before the episodic `Trainer`, which records this stage on the model card under
@@ -283,7 +257,7 @@ class ContrastiveTrainer(MatchingTrainerBase):
         super().__init__(
             model,
             own,
-            ContrastiveBatchDataset(self._draw_epoch, self.steps_per_epoch, total_steps * per_step),
+            EpochBatchDataset(self._draw_epoch, self.steps_per_epoch, total_steps * per_step),
             self.collator,
             card_args,
             dataset_name=train_dataset_name or infer_dataset_name(train_dataset),
@@ -348,44 +322,9 @@ class ContrastiveTrainer(MatchingTrainerBase):
         return self.batch_outputs(texts)["loss"]
 
     # -- the Trainer's hooks ----------------------------------------------------------------
-    def get_train_dataloader(self) -> torch.utils.data.DataLoader:
-        """One item (one whole batch of texts) per dataloader batch; Hugging Face's bookkeeping
-        keeps per_device_train_batch_size (texts) as its batch size."""
-        if self.train_dataset is None:
-            raise TextMatchError("ContrastiveTrainer has no training batches")
-        return self._get_dataloader(
-            dataset=self.train_dataset,
-            description="Training",
-            batch_size=1,
-            sampler_fn=torch.utils.data.SequentialSampler,  # batch i trained at step i // (processes * accumulation)
-            is_training=True,
-        )
-
     def note_batch(self, inputs: dict[str, Any], outputs: dict[str, Any]) -> None:
         self._batch_texts = int(outputs["targets"].shape[0])
 
-    def step_extras(self) -> dict[str, Any]:
-        """epoch: that of the main process's last batch of the step (the retrieval trainer's
-        rule); batch_size: the texts of that batch."""
-        args = self.args
-        last = (self.state.global_step - 1) * args.world_size * args.gradient_accumulation_steps
-        last += (args.gradient_accumulation_steps - 1) * args.world_size
-        extras: dict[str, Any] = {"epoch": last // self.steps_per_epoch + 1}
-        if self._batch_texts is not None:
-            extras["batch_size"] = self._batch_texts
-        return extras
-
-    # -- training ---------------------------------------------------------------------------
-    def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs: Any) -> TrainOutput:  # type: ignore[override]
-        """Train; resume_from_checkpoint: True for the last checkpoint-N of output_dir, or a
-        checkpoint folder (trusted local state: never one you downloaded). A support set the
-        model stores is re-encoded with the trained g' at the end."""
-        if kwargs:
-            raise TextMatchError(f"ContrastiveTrainer.train takes resume_from_checkpoint only, got {sorted(kwargs)}")
-        model = self.matching_model
-        model.train()
-        self._batch_texts = None
-        output, runtime = self.run(resume_from_checkpoint)
-        if model.support_embeddings_ is not None:  # a stored support set: re-encode it with the new g'
-            model.fit(model.support_texts, model.support_labels, batch_size=self.args.encode_batch_size)
-        return self.train_output(output, runtime)
+    def batch_extras(self) -> dict[str, Any]:
+        """batch_size: the texts of the step's last batch."""
+        return {} if self._batch_texts is None else {"batch_size": self._batch_texts}

@@ -39,7 +39,25 @@ class Episode:
         return len(self.classes)
 
 
-class EpisodeSampler:
+class EpisodeStream:
+    """Iteration over a sampler's episodes, from its `episode(i)`."""
+
+    def episode(self, index: int) -> Episode:  # pragma: no cover - every sampler defines it
+        raise NotImplementedError
+
+    def episodes(self, n: int, start: int = 0) -> Iterator[Episode]:
+        """Episodes start .. start + n - 1."""
+        for i in range(start, start + n):
+            yield self.episode(i)
+
+    def __iter__(self) -> Iterator[Episode]:
+        i = 0
+        while True:
+            yield self.episode(i)
+            i += 1
+
+
+class EpisodeSampler(EpisodeStream):
     """Samples episodes from a labelled dataset.
 
     data: a `datasets.Dataset` with text and label columns (string or ClassLabel labels), or
@@ -124,19 +142,8 @@ class EpisodeSampler:
             [self.classes[c] for c in chosen],
         )
 
-    def episodes(self, n: int, start: int = 0) -> Iterator[Episode]:
-        """Episodes start .. start + n - 1."""
-        for i in range(start, start + n):
-            yield self.episode(i)
 
-    def __iter__(self) -> Iterator[Episode]:
-        i = 0
-        while True:
-            yield self.episode(i)
-            i += 1
-
-
-class MultiSourceEpisodeSampler:
+class MultiSourceEpisodeSampler(EpisodeStream):
     """Episodes from several labelled datasets ("sources"), each episode from ONE source.
 
     samplers: source name -> that source's EpisodeSampler, with the source's own episode shape
@@ -191,13 +198,3 @@ class MultiSourceEpisodeSampler:
         episode.source = source
         return episode
 
-    def episodes(self, n: int, start: int = 0) -> Iterator[Episode]:
-        """Episodes start .. start + n - 1."""
-        for i in range(start, start + n):
-            yield self.episode(i)
-
-    def __iter__(self) -> Iterator[Episode]:
-        i = 0
-        while True:
-            yield self.episode(i)
-            i += 1

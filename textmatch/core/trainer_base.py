@@ -22,7 +22,7 @@ from __future__ import annotations
 import copy
 import time
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import torch
 import transformers
@@ -232,3 +232,76 @@ class MatchingTrainerBase(transformers.Trainer):
             train_runtime=runtime,
             log_history=copy.deepcopy(history),
         )
+
+
+class EpochBatchDataset(torch.utils.data.Dataset):
+    """Item i = batch i of a run unrolled over epochs: the (i % steps_per_epoch)-th batch of
+    epoch i // steps_per_epoch + 1, whose batches `draw(epoch)` returns (a shuffle seeded by
+    (seed, epoch), so item i depends only on the seed and i). The last epoch drawn is kept."""
+
+    def __init__(self, draw: Callable[[int], list[Any]], steps_per_epoch: int, length: int) -> None:
+        self.draw = draw
+        self.steps_per_epoch = steps_per_epoch
+        self.length = length
+        self._epoch: int | None = None
+        self._batches: list[Any] = []
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> Any:
+        if not 0 <= index < self.length:
+            raise IndexError(f"batch {index} of a run of {self.length}")
+        epoch = index // self.steps_per_epoch + 1
+        if epoch != self._epoch:
+            self._batches, self._epoch = self.draw(epoch), epoch
+        return self._batches[index % self.steps_per_epoch]
+
+
+class EpochBatchTrainer(MatchingTrainerBase):
+    """A trainer whose items are whole batches drawn per epoch (`EpochBatchDataset`: retrieval
+    pairs, contrastive texts): one item per dataloader batch, each logged step's epoch, and a
+    stored support set re-encoded after training. Subclasses give `steps_per_epoch`,
+    `note_batch` and `batch_extras`."""
+
+    steps_per_epoch: int
+
+    def get_train_dataloader(self) -> torch.utils.data.DataLoader:
+        """One item (one whole batch) per dataloader batch; Hugging Face's bookkeeping keeps
+        per_device_train_batch_size (queries or texts) as its batch size."""
+        if self.train_dataset is None:
+            raise TextMatchError(f"{type(self).__name__} has no training batches")
+        return self._get_dataloader(
+            dataset=self.train_dataset,
+            description="Training",
+            batch_size=1,
+            sampler_fn=torch.utils.data.SequentialSampler,  # batch i trained at step i // (processes * accumulation)
+            is_training=True,
+        )
+
+    def batch_extras(self) -> dict[str, Any]:
+        """What the last step's batch adds to the log (e.g. its size); {} by default."""
+        return {}
+
+    def step_extras(self) -> dict[str, Any]:
+        """epoch: that of the main process's last batch of the step, batch index
+        (step - 1) * processes * accumulation + (accumulation - 1) * processes; then
+        `batch_extras`."""
+        args = self.args
+        last = (self.state.global_step - 1) * args.world_size * args.gradient_accumulation_steps
+        last += (args.gradient_accumulation_steps - 1) * args.world_size
+        return {"epoch": last // self.steps_per_epoch + 1, **self.batch_extras()}
+
+    def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs: Any) -> TrainOutput:  # type: ignore[override]
+        """Train; resume_from_checkpoint: True for the last checkpoint-N of output_dir, or a
+        checkpoint folder (trusted local state: never one you downloaded). A support set the
+        model stores is re-encoded with the trained g' at the end."""
+        if kwargs:
+            raise TextMatchError(f"{type(self).__name__}.train takes resume_from_checkpoint only, got {sorted(kwargs)}")
+        model = self.matching_model
+        model.train()
+        output, runtime = self.run(resume_from_checkpoint)
+        if model.support_embeddings_ is not None:  # a stored support set: re-encode it with the new g'
+            model.fit(model.support_texts, model.support_labels, batch_size=self.args.encode_batch_size)
+        return self.train_output(output, runtime)
+

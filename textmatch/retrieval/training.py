@@ -35,14 +35,14 @@ import random
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from transformers import TrainerCallback
 
 from ..core.modeling import MatchingNetwork, tokenize_chunks
-from ..core.optimization import OptimizationArguments, TrainOutput, is_int
-from ..core.trainer_base import MatchingTrainerBase
+from ..core.optimization import OptimizationArguments, is_int
+from ..core.trainer_base import EpochBatchDataset, EpochBatchTrainer
 from ..errors import TextMatchError
 
 
@@ -142,30 +142,6 @@ def support_set(
     return doc_ids, targets, mask
 
 
-class RetrievalBatchDataset(torch.utils.data.Dataset):
-    """Item i = batch i of the unrolled training run (see the module docstring): the
-    (i % steps_per_epoch)-th batch of epoch i // steps_per_epoch + 1, whose batches
-    `draw(epoch)` returns. The last epoch drawn is kept."""
-
-    def __init__(self, draw: Callable[[int], list[RetrievalBatch]], steps_per_epoch: int, length: int) -> None:
-        self.draw = draw
-        self.steps_per_epoch = steps_per_epoch
-        self.length = length
-        self._epoch: int | None = None
-        self._batches: list[RetrievalBatch] = []
-
-    def __len__(self) -> int:
-        return self.length
-
-    def __getitem__(self, index: int) -> RetrievalBatch:
-        if not 0 <= index < self.length:
-            raise IndexError(f"batch {index} of a run of {self.length}")
-        epoch = index // self.steps_per_epoch + 1
-        if epoch != self._epoch:
-            self._batches, self._epoch = self.draw(epoch), epoch
-        return self._batches[index % self.steps_per_epoch]
-
-
 @dataclass
 class RetrievalCollator:
     """Tokenises one batch (the dataloader's batch size is 1 batch): its queries with f's
@@ -208,7 +184,7 @@ class RetrievalCollator:
         return self.collate(batch.query_ids, batch.positive_ids, batch.negative_ids)[0]
 
 
-class RetrievalTrainer(MatchingTrainerBase):
+class RetrievalTrainer(EpochBatchTrainer):
     """Fine-tunes f' and g' of a MatchingNetwork on (query, relevant document) pairs, on
     Hugging Face's Trainer.
 
@@ -292,7 +268,7 @@ class RetrievalTrainer(MatchingTrainerBase):
         super().__init__(
             model,
             own,
-            RetrievalBatchDataset(self._draw_epoch, self.steps_per_epoch, total_steps * per_step),
+            EpochBatchDataset(self._draw_epoch, self.steps_per_epoch, total_steps * per_step),
             self.collator,
             card_args,
             dataset_name=train_dataset_name,
@@ -431,45 +407,9 @@ class RetrievalTrainer(MatchingTrainerBase):
         return self.batch_outputs(query_ids, positive_ids, negative_ids)[0]["loss"]
 
     # -- the Trainer's hooks ----------------------------------------------------------------
-    def get_train_dataloader(self) -> torch.utils.data.DataLoader:
-        """One item (one whole batch of queries) per dataloader batch; Hugging Face's
-        bookkeeping keeps per_device_train_batch_size (queries) as its batch size."""
-        if self.train_dataset is None:
-            raise TextMatchError("RetrievalTrainer has no training batches")
-        return self._get_dataloader(
-            dataset=self.train_dataset,
-            description="Training",
-            batch_size=1,
-            sampler_fn=torch.utils.data.SequentialSampler,  # batch i trained at step i // (processes * accumulation)
-            is_training=True,
-        )
-
     def note_batch(self, inputs: dict[str, Any], outputs: dict[str, Any]) -> None:
         self._support_size = int(inputs["mask"].shape[1])
 
-    def step_extras(self) -> dict[str, Any]:
-        """epoch: that of the main process's last batch of the step, batch index
-        (step - 1) * processes * accumulation + (accumulation - 1) * processes (the module
-        docstring's order); support_size: the documents of that batch."""
-        args = self.args
-        last = (self.state.global_step - 1) * args.world_size * args.gradient_accumulation_steps
-        last += (args.gradient_accumulation_steps - 1) * args.world_size
-        extras: dict[str, Any] = {"epoch": last // self.steps_per_epoch + 1}
-        if self._support_size is not None:
-            extras["support_size"] = self._support_size
-        return extras
-
-    # -- training ---------------------------------------------------------------------------
-    def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs: Any) -> TrainOutput:  # type: ignore[override]
-        """Train; resume_from_checkpoint: True for the last checkpoint-N of output_dir, or a
-        checkpoint folder (trusted local state: never one you downloaded). A support set the
-        model stores is re-encoded with the trained g' at the end."""
-        if kwargs:
-            raise TextMatchError(f"RetrievalTrainer.train takes resume_from_checkpoint only, got {sorted(kwargs)}")
-        model = self.matching_model
-        model.train()
-        self._support_size = None
-        output, runtime = self.run(resume_from_checkpoint)
-        if model.support_embeddings_ is not None:  # a stored support set: re-encode it with the new g'
-            model.fit(model.support_texts, model.support_labels, batch_size=self.args.encode_batch_size)
-        return self.train_output(output, runtime)
+    def batch_extras(self) -> dict[str, Any]:
+        """support_size: the documents of the step's last batch."""
+        return {} if self._support_size is None else {"support_size": self._support_size}
