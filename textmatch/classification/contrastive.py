@@ -74,12 +74,8 @@ class ContrastiveArguments(OptimizationArguments):
     max_length: int = 64
 
     def __post_init__(self) -> None:
-        epochs = self.num_train_epochs
         self.validate([
-            ("num_train_epochs", isinstance(epochs, (int, float)) and not isinstance(epochs, bool)
-             and math.isfinite(epochs) and epochs > 0, "a finite number > 0"),
-            ("max_steps", is_int(self.max_steps) and (self.max_steps == -1 or self.max_steps >= 1),
-             "an integer >= 1, or -1 to train for num_train_epochs"),
+            *self.epoch_checks(),
             ("per_device_train_batch_size", is_int(self.per_device_train_batch_size) and self.per_device_train_batch_size >= 2,
              "an integer >= 2 (a text's negatives are the batch's other texts)"),
             ("max_length", is_int(self.max_length) and self.max_length >= 2, "an integer >= 2"),

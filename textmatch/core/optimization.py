@@ -94,6 +94,16 @@ class OptimizationArguments(transformers.TrainingArguments):
                 "keeps the best validated weights in memory instead: use keep_best_model=True"
             )
 
+    def epoch_checks(self) -> list[tuple[str, bool, str]]:
+        """The `validate` checks of trainers that run for num_train_epochs or max_steps."""
+        epochs = self.num_train_epochs
+        return [
+            ("num_train_epochs", isinstance(epochs, numbers.Real) and not isinstance(epochs, bool)
+             and math.isfinite(epochs) and epochs > 0, "a finite number > 0"),
+            ("max_steps", is_int(self.max_steps) and (self.max_steps == -1 or self.max_steps >= 1),
+             "an integer >= 1, or -1 to train for num_train_epochs"),
+        ]
+
     def validate(self, checks: list[tuple[str, bool, str]]) -> None:
         """Check the shared fields and the subclass's `checks` ((field, ok, what it must be));
         the first failure is a TextMatchError naming the field, its value and the rule."""

@@ -81,12 +81,8 @@ class RetrievalTrainingArguments(OptimizationArguments):
     doc_max_length: int = 256
 
     def __post_init__(self) -> None:
-        epochs = self.num_train_epochs
         self.validate([
-            ("num_train_epochs", isinstance(epochs, (int, float)) and not isinstance(epochs, bool)
-             and math.isfinite(epochs) and epochs > 0, "a finite number > 0"),
-            ("max_steps", is_int(self.max_steps) and (self.max_steps == -1 or self.max_steps >= 1),
-             "an integer >= 1, or -1 to train for num_train_epochs"),
+            *self.epoch_checks(),
             ("per_device_train_batch_size", is_int(self.per_device_train_batch_size) and self.per_device_train_batch_size >= 1,
              "an integer >= 1"),
             ("hard_negatives", is_int(self.hard_negatives) and self.hard_negatives >= 0, "an integer >= 0"),
