@@ -111,7 +111,7 @@ class TrainingArguments(OptimizationArguments):
 
 
 # The model settings of the few-shot recipe that `textmatch train` and `pretrain` apply unless
-# told otherwise, chosen on the valid splits of BANKING77 and CLINC150 (results/fewshot.md):
+# told otherwise, chosen on the valid splits of BANKING77 and CLINC150 (results/recipe_search.md):
 # the logistic-regression head read together with eq. 1, and class names as support examples.
 # In Python: MatchingNetwork.from_pretrained(name, **RECIPE_MODEL_SETTINGS).
 RECIPE_MODEL_SETTINGS: dict[str, Any] = {"head": "ensemble", "label_names": True}
@@ -128,7 +128,7 @@ def default_episodes(n_texts: int, texts_per_step: int, passes: float) -> int:
     texts a step (episode texts x episodes per step), between MIN_EPISODES and MAX_EPISODES.
 
     On the valid splits the accuracy of 64-way 1 + 1 fine-tuning stopped rising after about
-    100 episodes (15 passes) on BANKING77 10-shot and CLINC150 5-shot (results/fewshot.md);
+    100 episodes (15 passes) on BANKING77 10-shot and CLINC150 5-shot (results/recipe_search.md);
     small data (the demo's 12 intents of 10) needs far fewer than a fixed 150, large data no
     more than 100.
     """
