@@ -179,6 +179,18 @@ def test_bad_sources_are_refused_with_the_fix(bilstm_model, tmp_path, train, eva
         Trainer(bilstm_model, args(tmp_path, **changes), train_dataset=train, eval_dataset=eval_)
 
 
+def test_classes_too_small_for_an_episode_are_left_out_with_a_warning(bilstm_model, tmp_path):
+    """A public intent set (ATIS) has classes of one example: the source still trains, on its
+    other classes, and a warning names how many were left out."""
+    texts, labels = unique_source("A", 3, 6)
+    source = (texts + ["A rare one"], labels + ["rare"])
+    with pytest.warns(UserWarning, match=r"source 'A': 1 of its 4 classes have fewer than 2 examples.*'rare'"):
+        trainer = Trainer(bilstm_model, args(tmp_path), train_dataset={"A": source, "B": unique_source("B", 4, 6)})
+    sampler = trainer.train_sampler.samplers["A"]
+    assert sampler.n_way == 3 and "rare" not in sampler.classes
+    assert all("rare" not in e.classes for e in trainer.train_sampler.episodes(30))
+
+
 # -- the CLI --------------------------------------------------------------------------------------
 def write_csv(path: Path, texts, labels) -> Path:
     with open(path, "w", newline="", encoding="utf-8") as fh:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Hashable, Mapping
@@ -217,14 +218,29 @@ def source_sampler(
     name: str, data: tuple[list[str], list[Hashable]], args: TrainingArguments, seed: int, what: str
 ) -> EpisodeSampler:
     """The EpisodeSampler of one source, in its own `episode_shape`: a user's n_way is capped
-    at the source's class count (7 classes: 7-way episodes)."""
+    at the source's class count (7 classes: 7-way episodes). Classes with fewer examples than
+    an episode takes from a class (k_shot + q_query, at least 2) are left out of the source's
+    episodes, with a warning: public intent sets have such classes (ATIS: 1 to 3309 examples a
+    class), and the rest of the source is still worth meta-training on."""
     try:
-        n_classes = len(set(data[1]))
-        if n_classes < 2:
-            raise TextMatchError(f"it has {n_classes} class; episodes need at least 2: drop the source or add classes")
-        n_way = min(args.n_way, n_classes) if args.n_way is not None else None
-        shape = episode_shape(data[1], n_way, args.k_shot, args.q_query)
-        return EpisodeSampler(data, *shape, seed=seed)
+        counts = Counter(data[1])
+        need = max(2, (args.k_shot or 1) + (args.q_query or 1))
+        kept = [c for c in counts if counts[c] >= need]
+        if len(kept) < 2:
+            raise TextMatchError(
+                f"{len(kept)} of its {len(counts)} classes have at least {need} examples; episodes need 2 such "
+                "classes: drop the source, add examples, or lower k_shot / q_query"
+            )
+        if len(kept) < len(counts):
+            small = sorted((c for c in counts if counts[c] < need), key=str)
+            warnings.warn(
+                f"{what} source {name!r}: {len(small)} of its {len(counts)} classes have fewer than {need} examples "
+                f"and are left out of its episodes (e.g. {small[0]!r})",
+                stacklevel=4,
+            )
+        n_way = min(args.n_way, len(kept)) if args.n_way is not None else None
+        shape = episode_shape([y for y in data[1] if counts[y] >= need], n_way, args.k_shot, args.q_query)
+        return EpisodeSampler(data, *shape, seed=seed, classes=kept)
     except TextMatchError as exc:
         raise TextMatchError(f"{what} source {name!r}: {exc}") from None
 
