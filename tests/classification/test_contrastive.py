@@ -342,6 +342,20 @@ def test_cli_unlabeled_data_file_and_text_summary(tiny_bert_dir, tmp_path, capsy
     assert second.startswith("trained 1 episodes in ")
 
 
+def test_cli_unlabeled_with_one_example_per_class_and_its_name(tiny_bert_dir, tmp_path, capsys):
+    """The early check before the contrastive stage draws episodes as the Trainer will: with
+    class names on (the default) one example per class trains; without them it is refused."""
+    texts, labels = make_sentences(1, seed=11)
+    train = write_labelled(tmp_path / "train.csv", texts, labels)
+    unlabeled = write_labelled(tmp_path / "pool.csv", *make_sentences(3, seed=13))
+    argv = ["train", "--model", tiny_bert_dir, "--train", train, "--unlabeled", unlabeled, "--unlabeled-max-steps", "1",
+            "--episodes", "1", "--output", tmp_path / "m", "--no-progress"]
+    code, _, err = run(argv, capsys)
+    assert code == 0, err
+    code, _, err = run([*argv, "--no-label-names"], capsys)
+    assert code == 2 and "episodes need at least 2 per class" in err
+
+
 @pytest.mark.parametrize(
     "extra, message",
     [

@@ -16,7 +16,7 @@ from ..classification import (
     TrainingArguments,
     classification_report,
 )
-from ..classification.training import episode_shape
+from ..classification.training import episode_shape, with_label_examples
 from ..core.episodes import EpisodeSampler
 from ..core.modeling import is_textmatch_folder
 from ..data import FILE_BUILDERS, column_values, load_text_dataset
@@ -210,7 +210,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     model.check_save_directory(args.output)  # fail now, not after training
     contrastive = None
     if args.unlabeled:  # fail now on the episodes' data, not after the contrastive stage
-        EpisodeSampler(train, *episode_shape(train[1], training_args.n_way, training_args.k_shot, training_args.q_query))
+        episodes = with_label_examples(model, list(train[0]), list(train[1]))  # as the Trainer will draw them
+        EpisodeSampler(episodes, *episode_shape(episodes[1], training_args.n_way, training_args.k_shot, training_args.q_query))
         if args.resume and not list(Path(training_args.output_dir).glob("checkpoint-*")):
             raise TextMatchError(f"nothing to resume: {training_args.output_dir} holds no checkpoint-N folder")
         contrastive = contrastive_stage(args, model)
