@@ -72,10 +72,10 @@ def test_model_heads_against_hand_computation(tiny_bert_model, head):
 def test_head_refits_when_classes_are_added_and_survives_save(tiny_bert_model, tmp_path):
     tiny_bert_model.config.head = "logreg"
     tiny_bert_model.fit(TEXTS, LABELS)
-    before = tiny_bert_model._head[0].shape
+    before = tiny_bert_model.head_[0].shape
     tiny_bert_model.add_examples(["book a flight to paris", "train tickets to rome"], ["travel", "travel"])
     assert before == (3, tiny_bert_model.query_encoder.dim)
-    assert tiny_bert_model._head[0].shape == (4, tiny_bert_model.query_encoder.dim)
+    assert tiny_bert_model.head_[0].shape == (4, tiny_bert_model.query_encoder.dim)
     assert tiny_bert_model.predict(["book a flight to paris"]) == ["travel"]  # a support text gets its class
     probs = tiny_bert_model.predict_proba(QUERIES)
     folder = tiny_bert_model.save_pretrained(tmp_path / "m")
@@ -83,17 +83,17 @@ def test_head_refits_when_classes_are_added_and_survives_save(tiny_bert_model, t
     assert saved["head_weight"].shape == (4, tiny_bert_model.query_encoder.dim) and saved["head_bias"].shape == (4,)
     again = MatchingNetwork.from_pretrained(folder)
     assert again.config.head == "logreg" and again.config.logreg_c == 10.0
-    assert torch.equal(again._head[0], tiny_bert_model._head[0])  # loaded, not refitted
+    assert torch.equal(again.head_[0], tiny_bert_model.head_[0])  # loaded, not refitted
     assert np.allclose(again.predict_proba(QUERIES), probs, atol=1e-6)
 
 
 def test_switching_the_head_after_fit(tiny_bert_model):
     tiny_bert_model.fit(TEXTS, LABELS)
-    assert tiny_bert_model._head is None  # the matching head fits nothing
+    assert tiny_bert_model.head_ is None  # the matching head fits nothing
     tiny_bert_model.config.head = "ensemble"
     assert np.abs(tiny_bert_model.predict_proba(QUERIES) - _by_hand(tiny_bert_model, "ensemble")).max() < 1e-3
     loaded = MatchingNetwork.from_pretrained(tiny_bert_model.model_dir or _save(tiny_bert_model), head="logreg")
-    assert loaded._head is not None  # refitted on load: the saved folder had no head
+    assert loaded.head_ is not None  # refitted on load: the saved folder had no head
 
 
 def _save(model: MatchingNetwork):

@@ -490,6 +490,12 @@ class MatchingNetwork(nn.Module):
         """Each support example's class as a position in `classes_`, (n_support,); None before `fit`."""
         return None if self._support_label_ids is None else self._support_label_ids[: len(self.support_texts)]
 
+    @property
+    def head_(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The fitted logistic regression of head="logreg" / "ensemble": weight (n_classes, dim)
+        and bias (n_classes,), columns in `classes_` order; None with the matching head or before `fit`."""
+        return self._head
+
     def fit(self, texts: Sequence[str], labels: Sequence[Hashable], append: bool = False, batch_size: int = 32,
             show_progress_bar: bool = False, strict: bool = False) -> "MatchingNetwork":
         """Set the support set S (no training) and cache g(S).
