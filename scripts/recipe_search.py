@@ -9,7 +9,14 @@ results/recipe_search.json (and .md) with the command, machine and date of each 
 
   python scripts/recipe_search.py --dataset banking77 --k 10 --tag default --eval-at 50,100,150
   python scripts/recipe_search.py --dataset clinc150 --k 5 --tag names-train --model-config '{"label_names": true}'
+  python scripts/recipe_search.py --dataset banking77 --k 10 --tag "pretrain: clinc150" --pretrain clinc150 --eval-at 0,100,200
   python scripts/recipe_search.py --render-only
+
+With --pretrain SOURCE[,SOURCE...] the run is meta-training instead (as `textmatch pretrain`:
+episodes from each source's cpft/train.csv, never the target's texts), and each evaluation reads
+the heads of the meta-trained start on the target's support and valid split, before any
+fine-tuning: how the start grows with the number of sources and episodes. Step 0 is the
+untrained model.
 """
 
 from __future__ import annotations
@@ -58,6 +65,15 @@ def head_accuracies(model: Any, support: Any, valid: Any) -> dict[str, float]:
     return {h: accuracy(classes, probs[h], valid.labels) for h in HEADS}
 
 
+def pretrain_sources(value: str, target: str) -> list[str]:
+    """The --pretrain list; the target's own texts (banking77_oos is BANKING77 text) are refused."""
+    sources = [s.strip() for s in value.split(",") if s.strip()]
+    own = {"banking77", "banking77_oos"} if target == "banking77" else {target}
+    if own & set(sources):
+        raise SystemExit(f"--pretrain {value}: {', '.join(sorted(own & set(sources)))} holds the target {target}'s texts")
+    return sources
+
+
 def run(args: argparse.Namespace) -> None:
     import torch
     from transformers import TrainerCallback
@@ -97,8 +113,16 @@ def run(args: argparse.Namespace) -> None:
             if state.global_step in steps:
                 evaluate(state.global_step)
 
+    if 0 in steps:
+        evaluate(0)
     overrides = {"num_episodes": max(steps), "seed": args.seed, "show_progress_bar": False, **json.loads(args.training)}
-    Trainer(model, TrainingArguments(**overrides), train_dataset=(support.texts, support.labels), callbacks=[Evaluate()]).train()
+    if args.pretrain:  # meta-training on other datasets' train splits; the target's texts are in none of them
+        sources = pretrain_sources(args.pretrain, args.dataset)
+        train_dataset: Any = {name: read_split(Path(args.data_dir) / name / "cpft" / "train.csv") for name in sources}
+        train_dataset = {name: (split.texts, split.labels) for name, split in train_dataset.items()}
+    else:
+        train_dataset = (support.texts, support.labels)
+    Trainer(model, TrainingArguments(**overrides), train_dataset=train_dataset, callbacks=[Evaluate()]).train()
 
 
 def render(path: Path) -> None:
@@ -130,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model-config", default="{}", help='MatchingNetworkConfig fields as JSON, e.g. \'{"label_names": true}\'')
     p.add_argument("--training", default="{}", help="TrainingArguments fields as JSON")
     p.add_argument("--eval-at", default="50,100,150", help="steps to evaluate at (the run trains for the largest)")
+    p.add_argument("--pretrain", default="", help="meta-train on these datasets (comma-separated) instead, evaluating the start")
     p.add_argument("--unlabeled-steps", type=int, default=0, help="a contrastive stage of N steps on the train split's texts first")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
@@ -137,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--output", type=Path, default=ROOT / "results" / "recipe_search.json")
     p.add_argument("--render-only", action="store_true")
     args = p.parse_args(argv)
+    if args.pretrain:
+        pretrain_sources(args.pretrain, args.dataset)  # refuse a leaking pool before any work
     if not args.render_only:
         run(args)
     render(args.output)

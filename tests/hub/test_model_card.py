@@ -15,7 +15,7 @@ import yaml
 from textmatch import MatchingNetwork, TextMatchError, Trainer, TrainingArguments, evaluate
 from textmatch.core.card_data import DEFAULT_TAGS, ModelCardData, infer_dataset_name
 from textmatch.classification.training import RECIPE_FIELDS
-from textmatch.core.optimization import RECIPE_HF_ARGS
+from textmatch.core.optimization import FREEZING_FIELDS, RECIPE_HF_ARGS
 from textmatch.hub.model_card import generate_model_card
 
 SUPPORT = [
@@ -339,7 +339,7 @@ def test_training_args_after_train(bilstm_model, synthetic, tmp_path):
     assert data.train_dataset_name == "org/synthetic"
     assert data.eval_results == []  # results of the weights before training are dropped
     # the recipe: textmatch's own fields and the Hugging Face ones that say how the model trained
-    assert set(data.training_args) == set(RECIPE_FIELDS) | set(RECIPE_HF_ARGS) | {"processes"}
+    assert set(data.training_args) == set(RECIPE_FIELDS) | set(RECIPE_HF_ARGS) | set(FREEZING_FIELDS) | {"processes"}
     assert data.training_args["processes"] == 1
     assert data.training_args["optim"] == "adamw_torch_fused" and data.training_args["warmup_steps"] == 0.1
     assert data.training_args["num_episodes"] == 2

@@ -32,3 +32,14 @@ def test_render_orders_runs_and_steps(tmp_path):
     assert [r.split(" | ")[3] for r in rows] == ["50", "100", "100"] and rows[2].startswith("| clinc150")
     assert rows[0].endswith("| 80.00 | 81.00 | 82.00 | 83.00 | 84.00 | 85.00 |")
     assert "- 2026-12-02: `python scripts/recipe_search.py --tag a`" in md and "- earlier form" in md
+
+
+def test_pretrain_pool_never_holds_the_target():
+    assert recipe_search.pretrain_sources("clinc150, snips,atis", "banking77") == ["clinc150", "snips", "atis"]
+    for pool, target in [("clinc150,banking77_oos", "banking77"), ("banking77", "banking77"), ("snips,clinc150", "clinc150")]:
+        try:
+            recipe_search.pretrain_sources(pool, target)
+        except SystemExit as exc:
+            assert "holds the target" in str(exc)
+        else:
+            raise AssertionError(f"{pool} for {target} was accepted")

@@ -51,6 +51,7 @@ TRAINING_FLAGS = [
     ("--eval-episodes", "eval_episodes", int, "validation episodes per evaluation (default: 50)"),
     ("--patience", "early_stopping_patience", int, "stop after N validations without gain (default: 4)"),
     ("--seed", "seed", int, "random seed (default: 42)"),
+    ("--frozen-layers", "frozen_layers", int, "freeze the embeddings and the lowest N encoder layers (faster; default: 0)"),
     ("--max-steps", "max_steps", int, "with --data: stop after this many batches"),
 ]
 

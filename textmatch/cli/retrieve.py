@@ -105,7 +105,8 @@ def cmd_train_retrieval(args: argparse.Namespace) -> int:
         bm25 = BM25Index()
         bm25.build(list(corpus.values()), list(corpus))
         negatives = mine_hard_negatives(bm25, queries, data.qrels, n=args.hard_negatives)
-    given = {"learning_rate": args.learning_rate, "seed": args.seed, "max_steps": args.max_steps}
+    given = {"learning_rate": args.learning_rate, "seed": args.seed, "max_steps": args.max_steps,
+             "frozen_layers": args.frozen_layers}
     training_args = RetrievalTrainingArguments(
         **training_runtime(args),
         num_train_epochs=args.epochs,

@@ -26,6 +26,9 @@ RECIPE_HF_ARGS = (
 )
 
 
+FREEZING_FIELDS = ("frozen_layers", "freeze_embeddings")  # textmatch's own, recorded by every trainer
+
+
 @dataclass
 class OptimizationArguments(transformers.TrainingArguments):
     """The arguments both trainers share: Hugging Face `TrainingArguments` (every field of it
@@ -39,6 +42,10 @@ class OptimizationArguments(transformers.TrainingArguments):
     encode_batch_size: texts per encoder forward pass (an episode or a batch of documents is
         encoded in length-sorted chunks of this size).
     show_progress_bar: setfit's name for `not disable_tqdm`.
+    frozen_layers: freeze the embeddings and the lowest N layers of the encoders while
+        training (0, the default, trains them all); the backward pass then stops at the lowest
+        trained layer, which saves time (textmatch.core.freezing).
+    freeze_embeddings: freeze the input embeddings only.
 
     Defaults that differ from Hugging Face's: learning_rate 3e-5, weight_decay 0.01,
     warmup_steps 0.1 (a ratio: the rate rises linearly over the first 10% of the steps, then
@@ -69,6 +76,8 @@ class OptimizationArguments(transformers.TrainingArguments):
     show_progress_bar: bool | None = field(
         default=None, metadata={"help": "setfit's name for `not disable_tqdm`; when given it sets disable_tqdm"}
     )
+    frozen_layers: int = field(default=0, metadata={"help": "freeze the embeddings and the lowest N encoder layers"})
+    freeze_embeddings: bool = field(default=False, metadata={"help": "freeze the encoders' input embeddings"})
 
     def __post_init__(self) -> None:
         self.writes_log = self.output_dir is not None  # library use without output_dir writes no files
@@ -118,6 +127,8 @@ class OptimizationArguments(transformers.TrainingArguments):
             ("max_grad_norm", finite(self.max_grad_norm) and self.max_grad_norm > 0, "a finite number > 0"),
             ("seed", is_int(self.seed) and self.seed >= 0, "an integer >= 0"),
             ("encode_batch_size", is_int(self.encode_batch_size) and self.encode_batch_size >= 1, "an integer >= 1"),
+            ("frozen_layers", is_int(self.frozen_layers) and self.frozen_layers >= 0, "an integer >= 0"),
+            ("freeze_embeddings", isinstance(self.freeze_embeddings, bool), "True or False"),
             ("gradient_accumulation_steps", is_int(self.gradient_accumulation_steps) and self.gradient_accumulation_steps >= 1, "an integer >= 1"),
         ]
         for name, ok, expected in [*shared, *checks]:
@@ -128,7 +139,7 @@ class OptimizationArguments(transformers.TrainingArguments):
         """The arguments that say how a model was trained: `own_fields` and RECIPE_HF_ARGS, for
         the model card and the CLI's summary."""
         out: dict[str, Any] = {}
-        for name in (*own_fields, *RECIPE_HF_ARGS):
+        for name in (*own_fields, *RECIPE_HF_ARGS, *FREEZING_FIELDS):
             value = getattr(self, name)
             out[name] = value.value if hasattr(value, "value") else value
         return out

@@ -33,6 +33,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from ..errors import TextMatchError
 from ..hub.resolution import is_in_hub_cache
 from .callbacks import JsonlLogCallback, ModelCardCallback, ProgressBarCallback
+from .freezing import blocks_to_freeze, frozen
 from .modeling import WEIGHTS_NAME, MatchingNetwork
 from .optimization import OptimizationArguments, TrainOutput, parameter_groups
 
@@ -65,6 +66,7 @@ class MatchingTrainerBase(transformers.Trainer):
                 f"{args.n_gpu} GPUs are visible to one process: run one process per GPU with torchrun or accelerate "
                 "launch (see the README), or pick one GPU with CUDA_VISIBLE_DEVICES=0"
             )
+        blocks_to_freeze(model, args.frozen_layers, args.freeze_embeddings)  # an impossible freeze fails now
         run_folder = Path(args.output_dir)
         existed = run_folder.exists()
         super().__init__(
@@ -203,12 +205,14 @@ class MatchingTrainerBase(transformers.Trainer):
         return str(folder)
 
     def run(self, resume_from_checkpoint: str | bool | None = None) -> tuple[Any, float]:
-        """Hugging Face's train(); the JSONL log is committed only when it completes."""
+        """Hugging Face's train(), with `args.frozen_layers` / `freeze_embeddings` frozen for
+        its length; the JSONL log is committed only when it completes."""
         checkpoint = self.resolve_checkpoint(resume_from_checkpoint)
         start = time.perf_counter()
         self._accuracy_sum, self._accuracy_count = 0.0, 0
         try:
-            output = super().train(resume_from_checkpoint=checkpoint)
+            with frozen(self.matching_model, self.args.frozen_layers, self.args.freeze_embeddings):
+                output = super().train(resume_from_checkpoint=checkpoint)
         except BaseException:
             self.log_callback.discard()
             raise

@@ -65,6 +65,11 @@ class Encoder(nn.Module):
         """features from `tokenize` -> (batch, dim) embeddings."""
         raise NotImplementedError
 
+    def blocks(self) -> tuple[nn.Module, list[nn.Module]]:
+        """(the input embeddings, the layers from the input up): what `frozen_layers` and
+        `freeze_embeddings` of the trainers freeze."""
+        raise TextMatchError(f"the {self.encoder_type or type(self).__name__} encoder does not list its layers: it cannot be partly frozen")
+
     def config_dict(self) -> dict[str, Any]:
         """A JSON-able description from which `from_saved` rebuilds the architecture (the
         encoder's `config` dataclass)."""

@@ -130,6 +130,10 @@ class BiLSTMEncoder(Encoder):
     def max_length(self) -> int:
         return int(self.config.max_length)
 
+    def blocks(self) -> tuple[nn.Module, list[nn.Module]]:
+        """The token embedding and the LSTM (its stacked layers are one module)."""
+        return self.embedding, [self.lstm]
+
     def forward(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
         ids, mask = features["input_ids"], features["attention_mask"]  # (batch, seq) each
         lengths = mask.sum(1).clamp_min(1).cpu()  # (batch,)

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from ...config import ConfigMixin
 from ...errors import TextMatchError
@@ -166,6 +167,21 @@ class TransformerEncoder(Encoder):
         hidden = out.last_hidden_state  # (batch, seq, hidden)
         emb = pool(hidden, features["attention_mask"], self.config.pooling)  # (batch, hidden)
         return F.normalize(emb, dim=-1) if self.config.normalize else emb
+
+    def blocks(self) -> tuple[nn.Module, list[nn.Module]]:
+        """The embeddings module (word, position and type embeddings with their norm) and the
+        stack of `num_hidden_layers` layers (BERT, RoBERTa, MPNet, DistilBERT, ... all keep
+        them in one ModuleList)."""
+        embeddings = getattr(self.model, "embeddings", None)
+        if not isinstance(embeddings, nn.Module):
+            embeddings = self.model.get_input_embeddings()
+        count = getattr(self.model.config, "num_hidden_layers", None)
+        for module in self.model.modules():
+            if isinstance(module, nn.ModuleList) and count is not None and len(module) == count:
+                return embeddings, list(module)
+        raise TextMatchError(
+            f"cannot find the {count} layers of {type(self.model).__name__}: this transformer cannot be partly frozen"
+        )
 
     def save_architecture(self, directory: Path) -> None:
         self.model.config.save_pretrained(str(directory))  # config.json: from_saved builds the model from it
