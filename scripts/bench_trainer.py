@@ -10,6 +10,10 @@ model, fitting the support set and saving cancel out. Runs alternate between the
   git worktree add ../textmatch-baseline 5efc600
   python scripts/bench_trainer.py --baseline ../textmatch-baseline
 
+The two sides may also be one tree with different `textmatch train` flags, e.g. frozen layers:
+
+  python scripts/bench_trainer.py --baseline . --this-args "--frozen-layers 3" --name trainer_frozen_layers
+
 Writes results/trainer.json and results/trainer.md. With --fewshot BASELINE_JSON THIS_JSON (the
 results/fewshot.json of each tree after `python scripts/bench_fewshot.py --threads 1 --sections
 generalised --methods mn --datasets banking77 --k-values 10` ran in it, the two side by side)
@@ -22,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -46,12 +51,13 @@ from bench_common import (  # noqa: E402
 DATA = REPO.parent / "shared" / "data" / "banking77" / "cpft" / "train_10.csv"
 
 
-def timed_train(tree: Path, episodes: int, output: Path) -> dict[str, Any]:
-    """Wall seconds of one `textmatch train` run of `tree`'s code (its folder first on the path)."""
+def timed_train(tree: Path, episodes: int, output: Path, extra: list[str] | None = None) -> dict[str, Any]:
+    """Wall seconds of one `textmatch train` run of `tree`'s code (its folder first on the path),
+    with the `extra` flags."""
     env = dict(os.environ, PYTHONPATH=str(tree), HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
                TOKENIZERS_PARALLELISM="false")
     cmd = [sys.executable, "-m", "textmatch.cli", "train", "--train", str(DATA), "--output", str(output),
-           "--episodes", str(episodes), "--no-progress", "--json"]
+           "--episodes", str(episodes), "--no-progress", "--json", *(extra or [])]
     start = time.perf_counter()
     done = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - start
@@ -68,7 +74,9 @@ def render(data: dict[str, Any]) -> str:
         ("Machine", f"{data['machine']['cores']} CPUs ({data['machine']['cpu_model']}), one thread per run"),
         ("Versions", ", ".join(f"{k} {v}" for k, v in data["versions"].items())),
         ("Baseline", f"{data['baseline']} ({data['baseline_commit']})"),
-    ], title="Training speed: the trainer on Hugging Face's Trainer against the hand-written loop")
+        *([("Flags", ", ".join(f"{name}: {code(flags)}" for name, flags in data["flags"].items() if flags))]
+          if any(data.get("flags", {}).values()) else []),
+    ], title=data.get("title", "Training speed: the trainer on Hugging Face's Trainer against the hand-written loop"))
     lines += [
         "Seconds per episode = (wall of the long run - wall of the short run) / episode difference, so loading,",
         "the final fit of the support set and saving cancel out; all-MiniLM-L6-v2 on BANKING77 10-shot",
@@ -120,6 +128,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--long", type=int, default=25, help="episodes of the long run (default 25)")
     p.add_argument("--repeats", type=int, default=2, help="runs of each length per tree (default 2)")
     p.add_argument("--output-dir", default=str(REPO / "results"))
+    p.add_argument("--baseline-args", default="", help="extra `textmatch train` flags of the baseline runs")
+    p.add_argument("--this-args", default="", help="extra `textmatch train` flags of this tree's runs")
+    p.add_argument("--name", default="trainer", help="results file stem (default: trainer)")
+    p.add_argument("--title", default=None, help="the results file's title")
     p.add_argument("--fewshot", nargs=2, metavar=("BASELINE_JSON", "THIS_JSON"),
                    help="each tree's results/fewshot.json after the same bench_fewshot run (see above)")
     p.add_argument("--fewshot-note", default="", help="a sentence on how the two accuracy runs were made")
@@ -133,18 +145,19 @@ def main(argv: list[str] | None = None) -> int:
                                "note": args.fewshot_note,
                                "added_by": command_line(__file__, argv if argv is not None else sys.argv[1:]),
                                "added_on": utc_date()}
-        write_results(args.output_dir, "trainer", data, render)
+        write_results(args.output_dir, args.name, data, render)
         return 0
     if not DATA.is_file():
         raise SystemExit(f"{DATA} is missing: this benchmark reads ../shared/data")
     baseline = Path(args.baseline).resolve()
     trees = {"baseline": baseline, "this": REPO}
+    flags = {"baseline": shlex.split(args.baseline_args), "this": shlex.split(args.this_args)}
     results: dict[str, dict[str, list[dict[str, Any]]]] = {name: {"short": [], "long": []} for name in trees}
     with tempfile.TemporaryDirectory() as tmp:
         for repeat in range(args.repeats):
             for length, episodes in (("short", args.short), ("long", args.long)):
                 for name, tree in trees.items():
-                    run = timed_train(tree, episodes, Path(tmp) / f"{name}-{length}-{repeat}")
+                    run = timed_train(tree, episodes, Path(tmp) / f"{name}-{length}-{repeat}", flags[name])
                     results[name][length].append(run)
                     print(name, length, run, flush=True)
     out: dict[str, Any] = {}
@@ -163,8 +176,10 @@ def main(argv: list[str] | None = None) -> int:
         "short": args.short,
         "long": args.long,
         "results": out,
+        "flags": {name: " ".join(shlex.quote(f) for f in f_) for name, f_ in flags.items()},
+        **({"title": args.title} if args.title else {}),
     }
-    json_path, md_path = write_results(args.output_dir, "trainer", data, render)
+    json_path, md_path = write_results(args.output_dir, args.name, data, render)
     print(f"wrote {json_path} and {md_path}")
     return 0
 

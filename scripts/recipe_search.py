@@ -10,6 +10,7 @@ results/recipe_search.json (and .md) with the command, machine and date of each 
   python scripts/recipe_search.py --dataset banking77 --k 10 --tag default --eval-at 50,100,150
   python scripts/recipe_search.py --dataset clinc150 --k 5 --tag names-train --model-config '{"label_names": true}'
   python scripts/recipe_search.py --dataset banking77 --k 10 --tag "pretrain: clinc150" --pretrain clinc150 --eval-at 0,100,200
+  python scripts/recipe_search.py --dataset banking77 --k 10 --tag "pretrained" --model DIR --eval-at 0
   python scripts/recipe_search.py --render-only
 
 With --pretrain SOURCE[,SOURCE...] the run is meta-training instead (as `textmatch pretrain`:
@@ -115,6 +116,8 @@ def run(args: argparse.Namespace) -> None:
 
     if 0 in steps:
         evaluate(0)
+    if max(steps) == 0:  # only the model as given (e.g. one `textmatch pretrain` wrote)
+        return
     overrides = {"num_episodes": max(steps), "seed": args.seed, "show_progress_bar": False, **json.loads(args.training)}
     if args.pretrain:  # meta-training on other datasets' train splits; the target's texts are in none of them
         sources = pretrain_sources(args.pretrain, args.dataset)
