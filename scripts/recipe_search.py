@@ -9,7 +9,7 @@ results/recipe_search.json (and .md) with the command, machine and date of each 
 
   python scripts/recipe_search.py --dataset banking77 --k 10 --tag default --eval-at 50,100,150
   python scripts/recipe_search.py --dataset clinc150 --k 5 --tag names-train --model-config '{"label_names": true}'
-  python scripts/recipe_search.py --dataset banking77 --k 10 --tag "pretrain: clinc150" --pretrain clinc150 --eval-at 0,100,200
+  python scripts/recipe_search.py --dataset banking77 --k 10 --tag "meta-training start: clinc150" --pretrain clinc150 --eval-at 0,100,200
   python scripts/recipe_search.py --dataset banking77 --k 10 --tag "pretrained" --model DIR --eval-at 0
   python scripts/recipe_search.py --render-only
 
@@ -121,8 +121,8 @@ def run(args: argparse.Namespace) -> None:
     overrides = {"num_episodes": max(steps), "seed": args.seed, "show_progress_bar": False, **json.loads(args.training)}
     if args.pretrain:  # meta-training on other datasets' train splits; the target's texts are in none of them
         sources = pretrain_sources(args.pretrain, args.dataset)
-        train_dataset: Any = {name: read_split(Path(args.data_dir) / name / "cpft" / "train.csv") for name in sources}
-        train_dataset = {name: (split.texts, split.labels) for name, split in train_dataset.items()}
+        splits = {name: read_split(Path(args.data_dir) / name / "cpft" / "train.csv") for name in sources}
+        train_dataset: Any = {name: (split.texts, split.labels) for name, split in splits.items()}
     else:
         train_dataset = (support.texts, support.labels)
     Trainer(model, TrainingArguments(**overrides), train_dataset=train_dataset, callbacks=[Evaluate()]).train()

@@ -438,7 +438,7 @@ def timing_lines(records: list[Record]) -> list[str]:
                          value_or_dash(group_mean(measured, "predict_s"), format_seconds), setfit_ratio(train_s, setfit)])
     if not rows:
         return ["No measured (non-skipped) generalised records.", ""]
-    lines = ["Seconds on the machine of the run that produced each record (see Runs); train s: training on the support set (fine-tuning, or fitting the logistic regression); predict s: classifying the test set (encoding included for trained models; frozen methods read cached embeddings, so only the classifier is timed); where several training seeds were run, the mean over them (n = seeds), and the ratio to SetFit is between means. Runs on 1 thread shared the 2 cores with one other benchmark process.", ""]
+    lines = ["Seconds on the machine of the run that produced each record (see Runs); train s: training on the support set (fine-tuning, or fitting the logistic regression); predict s: classifying the test set (encoding included for trained models; frozen methods read cached embeddings, so only the classifier is timed); where several training seeds were run, the mean over them (n = seeds), and the ratio to SetFit is between means. Runs on 1 thread shared the 2 cores with 1 to 7 other benchmark processes (see the notes at the top), so seconds from different runs compare only roughly.", ""]
     notes = distinct(f"- {method_name(r['method'])}: {escape_cell(str(r['predict_s_note']))}"
                      for r in records if r.get("predict_s_note") and r.get("method"))
     notes_block = ["Notes on predict s:", "", *notes, ""] if notes else []

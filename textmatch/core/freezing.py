@@ -3,7 +3,8 @@
 A frozen block keeps its pretrained weights and, because nothing below it needs a gradient,
 autograd records none of its operations: the backward pass stops at the lowest trained layer
 and the optimizer holds only the trained parameters. With all-MiniLM-L6-v2 (6 layers), freezing
-the embeddings and the lowest 3 layers leaves the backward pass half of its work.
+the embeddings and the lowest 3 layers took 0.62 of the seconds per training episode
+(results/trainer_frozen_layers.md).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ def blocks_to_freeze(model: MatchingNetwork, frozen_layers: int, freeze_embeddin
     if frozen_layers == 0 and not freeze_embeddings:
         return []
     out: list[nn.Module] = []
+    depths: list[int] = []
     encoders = [model.query_encoder] if model.support_encoder is model.query_encoder else [model.query_encoder, model.support_encoder]
     for encoder in encoders:
         embeddings, layers = encoder.blocks()
@@ -34,13 +36,14 @@ def blocks_to_freeze(model: MatchingNetwork, frozen_layers: int, freeze_embeddin
             )
         out.append(embeddings)
         out.extend(layers[:frozen_layers])
+        depths.append(len(layers))
     encoder_ids = {id(p) for encoder in encoders for p in encoder.parameters()}
-    if frozen_layers and frozen_layers == len(layers) and not any(
+    if frozen_layers and all(frozen_layers == depth for depth in depths) and not any(
         p.requires_grad for p in model.parameters() if id(p) not in encoder_ids
     ):
         raise TextMatchError(
-            f"frozen_layers={frozen_layers} freezes every layer of the encoder and the model has nothing else to "
-            f"train (no FCE, a fixed temperature): freeze at most {len(layers) - 1}"
+            f"frozen_layers={frozen_layers} freezes every layer of the encoders and the model has nothing else to "
+            f"train (no FCE, a fixed temperature): freeze at most {frozen_layers - 1}"
         )
     return out
 

@@ -136,8 +136,8 @@ class OptimizationArguments(transformers.TrainingArguments):
                 raise TextMatchError(f"{type(self).__name__}.{name} must be {expected}, got {getattr(self, name)!r}")
 
     def recipe(self, own_fields: tuple[str, ...]) -> dict[str, Any]:
-        """The arguments that say how a model was trained: `own_fields` and RECIPE_HF_ARGS, for
-        the model card and the CLI's summary."""
+        """The arguments that say how a model was trained: `own_fields`, RECIPE_HF_ARGS and
+        FREEZING_FIELDS, for the model card and the CLI's summary."""
         out: dict[str, Any] = {}
         for name in (*own_fields, *RECIPE_HF_ARGS, *FREEZING_FIELDS):
             value = getattr(self, name)
