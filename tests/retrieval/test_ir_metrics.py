@@ -286,3 +286,78 @@ def test_matches_ranx_on_tied_runs_after_trec_ordering(ranx):
     for metric in RANX_METRICS:
         for q in qrels:
             assert abs(ours["per_query"][q][metric] - theirs[metric][q]) <= TOL, (metric, q)
+
+
+# --------------------------------------------------------------------------- cross-check with pytrec_eval
+#
+# pytrec_eval wraps trec_eval itself, so here the comparison includes the tie order (score
+# descending, then doc id descending).  trec_eval's recip_rank has no cut-off: MRR@k is compared
+# with recip_rank on the run truncated to its top k (in trec_eval order).
+
+PYTREC_K = (1, 3, 5, 10, 100)
+_TREC_MEASURES = {"ndcg": "ndcg_cut", "recall": "recall", "map": "map_cut", "precision": "P"}
+
+
+@pytest.fixture(scope="module")
+def pytrec_eval():
+    return pytest.importorskip(
+        "pytrec_eval", reason="pytrec_eval (pip install pytrec_eval-terrier; the 'eval' extra) is not installed"
+    )
+
+
+def _pytrec_per_query(pytrec_eval, run, qrels, k_values=PYTREC_K):
+    """{our metric name: {query id: pytrec_eval's value}}."""
+    cutoffs = ",".join(str(k) for k in k_values)
+    evaluator = pytrec_eval.RelevanceEvaluator(qrels, {f"{m}.{cutoffs}" for m in _TREC_MEASURES.values()})
+    scores = evaluator.evaluate({q: dict(s) for q, s in run.items()})
+    out = {
+        f"{ours}@{k}": {q: values[f"{theirs}_{k}"] for q, values in scores.items()}
+        for ours, theirs in _TREC_MEASURES.items()
+        for k in k_values
+    }
+    rr = pytrec_eval.RelevanceEvaluator(qrels, {"recip_rank"})
+    for k in k_values:
+        top = {q: {d: s[d] for d in rank_run(s)[:k]} for q, s in run.items()}
+        out[f"mrr@{k}"] = {q: values["recip_rank"] for q, values in rr.evaluate(top).items()}
+    return out
+
+
+def _assert_matches_pytrec(ours, theirs, qids):
+    assert ours["n_queries"] == len(qids)
+    for metric, per_query in theirs.items():
+        assert set(per_query) == set(qids), metric
+        for q in qids:
+            assert abs(ours["per_query"][q][metric] - per_query[q]) <= TOL, (metric, q)
+        assert abs(ours[metric] - math.fsum(per_query.values()) / len(qids)) <= TOL, metric
+
+
+@pytest.mark.parametrize("seed, tied", [(0, False), (1, False), (2, True), (3, True)])
+def test_matches_pytrec_eval_on_random_graded_runs(pytrec_eval, seed, tied):
+    run, qrels = _random_case(seed, tied=tied)
+    ours = evaluate_retrieval(run, qrels, k_values=PYTREC_K, per_query=True)
+    _assert_matches_pytrec(ours, _pytrec_per_query(pytrec_eval, run, qrels), list(qrels))
+
+
+@pytest.mark.shared_data
+def test_matches_pytrec_eval_on_bm25_scifact(pytrec_eval, tmp_path):
+    pytest.importorskip("bm25s", reason="bm25s (the 'bm25' extra) is not installed")
+    from conftest import SHARED_DATA
+
+    from textmatch.retrieval.beir import load_beir
+    from textmatch.retrieval.bm25 import BM25Index
+
+    folder = SHARED_DATA / "scifact"
+    if not (folder / "corpus.jsonl").is_file():
+        pytest.skip(f"needs the SciFact BEIR folder {folder} (corpus.jsonl, queries.jsonl, qrels/test.tsv)")
+    data = load_beir(folder, split="test", cache_dir=str(tmp_path / "hf_cache"))
+    corpus = data.corpus
+    texts = [f"{title} {text}" for title, text in zip(corpus["title"], corpus["text"])]
+    qids, queries = list(data.queries["_id"]), list(data.queries["text"])
+    assert len(texts) == 5183 and len(qids) == 300
+    index = BM25Index().build(texts, list(corpus["_id"]))
+    scores, ids = index.search(queries, k=100)
+    run = {q: {d: float(s) for d, s in zip(row_ids, row)} for q, row_ids, row in zip(qids, ids, scores)}
+
+    ours = evaluate_retrieval(run, data.qrels, k_values=PYTREC_K, per_query=True)
+    _assert_matches_pytrec(ours, _pytrec_per_query(pytrec_eval, run, data.qrels), qids)
+    assert 0.6 <= ours["ndcg@10"] <= 0.72  # BM25 on SciFact (Anserini reports 0.679 with stemming)

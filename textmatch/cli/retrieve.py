@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -26,6 +27,7 @@ from .common import (
     read_lines_or,
     training_runtime,
 )
+from .search_table import COLOR_CHOICES, render_table, want_color
 
 
 def add_parsers(sub: Any) -> None:
@@ -68,6 +70,9 @@ def add_parsers(sub: Any) -> None:
                    help="hybrid fusion: reciprocal-rank fusion or weighted min-max scores (default: rrf)")
     p.add_argument("--dense-weight", type=float, default=0.5, help="weight of the dense scores in weighted fusion")
     p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+    p.add_argument("--color", default="auto", choices=COLOR_CHOICES,
+                   help="highlight the query's terms in the table: auto (on a terminal, unless NO_COLOR is set), "
+                        "always or never (default: auto)")
     p.add_argument("queries", nargs="*", metavar="QUERY", help="queries (default: read lines from stdin)")
     add_runtime(p)
     p.set_defaults(handler=cmd_search)
@@ -184,16 +189,15 @@ def cmd_search(args: argparse.Namespace) -> int:
         raise TextMatchError(f"--top-k must be a positive integer, got {args.top_k}")
     queries = read_lines_or(args.queries, "queries")
     retriever = load_index(args.index, args)
-    results = retriever.search(queries, top_k=args.top_k, mode=args.mode, fusion=args.fusion,
-                               dense_weight=args.dense_weight)
+    search = retriever.search if args.json else retriever.search_hits  # hits: titles and passages too
+    results = search(queries, top_k=args.top_k, mode=args.mode, fusion=args.fusion,
+                     dense_weight=args.dense_weight)
     if args.json:
         emit_json({"index": args.index, "mode": args.mode, "results": [
             {"query": q, "hits": [{"id": d, "score": s} for d, s in hits]} for q, hits in zip(queries, results)]})
     else:
-        for q, hits in zip(queries, results):
-            print(f"# {q}")
-            for rank, (doc, score) in enumerate(hits, 1):
-                print(f"{rank}\t{score:.4f}\t{doc}")
+        color = want_color(args.color, sys.stdout.isatty(), os.environ)
+        print("\n\n".join(render_table(q, hits, color=color) for q, hits in zip(queries, results)))
     return EXIT_OK
 
 

@@ -32,6 +32,7 @@ from ..files import (
     write_folder,
 )
 from .corpus import checked_documents, read_corpus, split_passages
+from .fusion import Run
 from .ranking import top_k as best
 from .vector_index import INDEX_KINDS
 
@@ -103,6 +104,7 @@ class Retriever:
         self.passage_docs = passage_docs  # passage position -> document id
         self.bm25 = bm25
         self.last_build: dict[str, int] = {}  # shards / reused_shards / new_passages of the last build or add
+        self._passages: list[Passage] | None = None  # passages.jsonl, read on the first search_hits
 
     # -- building ---------------------------------------------------------------------------
     @classmethod
@@ -133,7 +135,9 @@ class Retriever:
         max_tokens = min(config.passage_tokens, model.support_encoder.max_length)
         overlap = min(config.passage_overlap, max_tokens // 4)  # a short model limit shrinks both
         passages: list[tuple[str, str]] = []  # (doc_id, text)
+        titles: dict[str, str] = {}  # doc_id -> title, for showing hits
         for doc in documents:
+            titles[doc["_id"]] = doc["title"].strip()
             for text in split_passages(doc["title"], doc["text"], tokenizer, max_tokens, overlap):
                 passages.append((doc["_id"], text))
         fingerprint = model_fingerprint(model)
@@ -144,18 +148,21 @@ class Retriever:
         with write_folder(folder, kind="index", legacy_owned=legacy_index_files) as tmp:
             if existing is not None:
                 vectors = load_index(existing.folder, existing.meta["vector_index"])
+                old = read_passages(existing.folder)
                 all_docs = existing.passage_docs + [d for d, _ in passages]
-                all_texts = _read_passage_texts(existing.folder) + [t for _, t in passages]
+                all_texts = [p.text for p in old] + [t for _, t in passages]
+                all_titles = [p.title for p in old] + [titles[d] for d, _ in passages]
             else:
                 vectors = make_index(config.index_kind, embeddings.shape[1], n_expected=len(passages))
                 all_docs = [d for d, _ in passages]
                 all_texts = [t for _, t in passages]
+                all_titles = [titles[d] for d, _ in passages]
             start = len(all_docs) - len(passages)
             vectors.add(embeddings, [str(i) for i in range(start, len(all_docs))])
             vectors.save(tmp)
             with open(tmp / PASSAGES_FILE, "w", encoding="utf-8") as fh:
-                for doc_id, text in zip(all_docs, all_texts):
-                    fh.write(json.dumps({"doc_id": doc_id, "text": text}, ensure_ascii=False) + "\n")
+                for doc_id, text, title in zip(all_docs, all_texts, all_titles):
+                    fh.write(json.dumps({"doc_id": doc_id, "text": text, "title": title}, ensure_ascii=False) + "\n")
             bm25 = None
             if config.bm25:
                 from .bm25 import BM25Index
@@ -248,6 +255,11 @@ class Retriever:
     # -- searching --------------------------------------------------------------------------
     def search(self, queries: Sequence[str], top_k: int = 10, mode: str = "dense", fusion: str = "rrf",
                dense_weight: float = 0.5, depth: int | None = None) -> list[list[tuple[str, float]]]:
+        return self._search(queries, top_k, mode, fusion, dense_weight, depth)[0]
+
+    def _search(self, queries: Sequence[str], top_k: int = 10, mode: str = "dense", fusion: str = "rrf",
+                dense_weight: float = 0.5, depth: int | None = None,
+                ) -> tuple[list[list[tuple[str, float]]], list[dict[str, dict[str, int]]]]:
         """The `top_k` documents of each query as (doc_id, score), best first.
 
         mode: "dense" (cosine of f(q) and g(passage), a document scores its best passage),
@@ -276,6 +288,8 @@ class Retriever:
                 runs.append(self._dense_run(queries, depth))
             if mode in ("bm25", "hybrid"):
                 runs.append(self._bm25_run(queries, depth))
+            wheres = [where for _, where in runs]
+            runs = [run for run, _ in runs]
         except TextMatchError:
             raise
         except (IndexError, KeyError, ValueError, RuntimeError, TypeError) as exc:  # files that load but do not fit
@@ -290,29 +304,65 @@ class Retriever:
         else:
             run = runs[0]
         # (doc_id, score) best first by the one ranking rule: score descending, ties by id descending
-        return [[(doc, float(score)) for doc, score in best(run.get(str(i), {}), top_k)] for i in range(len(queries))]
+        hits = [[(doc, float(score)) for doc, score in best(run.get(str(i), {}), top_k)] for i in range(len(queries))]
+        return hits, wheres
 
-    def _collapse(self, scores: np.ndarray, ids: list[list[str]]) -> dict[str, dict[str, float]]:
-        """Passage hits -> {query: {doc: best passage score}}."""
-        run: dict[str, dict[str, float]] = {}
+    def _collapse(self, scores: np.ndarray, ids: list[list[str]]) -> tuple[Run, dict[str, dict[str, int]]]:
+        """Passage hits -> ({query: {doc: best passage score}}, {query: {doc: best passage position}})."""
+        run: Run = {}
+        where: dict[str, dict[str, int]] = {}
         for qi, (row_scores, row_ids) in enumerate(zip(scores, ids)):
             docs: dict[str, float] = {}
+            best_passage: dict[str, int] = {}
             for score, pid in zip(row_scores.tolist(), row_ids):
                 doc = self.passage_docs[int(pid)]
                 if score > docs.get(doc, -np.inf):
                     docs[doc] = score
+                    best_passage[doc] = int(pid)
             run[str(qi)] = docs
-        return run
+            where[str(qi)] = best_passage
+        return run, where
 
-    def _dense_run(self, queries: list[str], depth: int) -> dict[str, dict[str, float]]:
+    def _dense_run(self, queries: list[str], depth: int) -> tuple[Run, dict[str, dict[str, int]]]:
         with torch.inference_mode():
             emb = self.model.encode(queries, batch_size=self.config.batch_size, role="query")  # (m, dim)
         scores, ids = self.vectors.search(np.ascontiguousarray(emb, dtype=np.float32), min(depth, self.vectors.ntotal))
         return self._collapse(scores, ids)
 
-    def _bm25_run(self, queries: list[str], depth: int) -> dict[str, dict[str, float]]:
+    def _bm25_run(self, queries: list[str], depth: int) -> tuple[Run, dict[str, dict[str, int]]]:
         scores, ids = self.bm25.search(queries, min(depth, len(self.passage_docs)))
         return self._collapse(scores, ids)
+
+    def search_hits(self, queries: Sequence[str], top_k: int = 10, **settings: Any) -> list[list[SearchHit]]:
+        """As `search` (same arguments), but each hit is a `SearchHit` that also carries the
+        document's title and the passage that scored it (in hybrid mode the dense run's best
+        passage of the document, else BM25's): what a person reads to judge the hit."""
+        ranked, where = self._search(queries, top_k, **settings)
+        if self._passages is None:
+            self._passages = read_passages(self.folder)
+        out = []
+        for qi, hits in enumerate(ranked):
+            row = []
+            for rank, (doc, score) in enumerate(hits, 1):
+                pos = next(w[str(qi)][doc] for w in where if doc in w.get(str(qi), {}))
+                passage = self._passages[pos]
+                row.append(SearchHit(id=doc, score=score, rank=rank, title=passage.title, passage=passage.text,
+                                     passage_index=pos))
+            out.append(row)
+        return out
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    """One document found by `Retriever.search_hits`: its id, score and 1-based rank, its title,
+    and the text (title first) and index position of the passage that scored it."""
+
+    id: str
+    score: float
+    rank: int
+    title: str
+    passage: str
+    passage_index: int
 
 
 # -- helpers ---------------------------------------------------------------------------------------
@@ -382,8 +432,24 @@ def _read_passage_docs(folder: Path, n_vectors: int) -> list[str]:
     return docs
 
 
-def _read_passage_texts(folder: Path) -> list[str]:
-    return [json.loads(line)["text"] for line in open(folder / PASSAGES_FILE, encoding="utf-8")]
+@dataclass(frozen=True)
+class Passage:
+    """One row of passages.jsonl: the document it belongs to, its text (title first) and the
+    document's title ("" in indexes built before titles were kept)."""
+
+    doc_id: str
+    text: str
+    title: str
+
+
+def read_passages(folder: Path) -> list[Passage]:
+    """Every passage of the index in `folder`, in index order."""
+    path = folder / PASSAGES_FILE
+    try:
+        rows = [json.loads(line) for line in open(path, encoding="utf-8")]
+        return [Passage(str(r["doc_id"]), str(r["text"]), str(r.get("title") or "")) for r in rows]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise TextMatchError(f"{path} is missing or corrupt ({exc}); build the index again") from None
 
 
 def _partial_dir(folder: Path) -> Path:

@@ -61,6 +61,10 @@ class RetrievalTrainingArguments(OptimizationArguments):
         (negatives are not gathered across processes).
     hard_negatives: hard negatives per query per epoch, drawn from the mapping given to the
         trainer (0: in-batch negatives only).
+    model_negatives: more hard negatives per query per epoch, mined by the model being trained
+        (textmatch.retrieval.mining): at the start of every epoch the corpus is encoded with the
+        current g' (documents cut at `mining_max_length` tokens) and each query's
+        `mining_depth` best non-relevant documents form its pool (ANCE's refresh). 0: none.
     query_max_length / doc_max_length: tokens kept per query / document while training (at most
         the encoder's own limit).
     learning_rate: the encoders' rate (default 2e-5); a learned temperature trains at
@@ -77,6 +81,9 @@ class RetrievalTrainingArguments(OptimizationArguments):
     num_train_epochs: float = 1
     per_device_train_batch_size: int = 16
     hard_negatives: int = 1
+    model_negatives: int = 0
+    mining_depth: int = 30
+    mining_max_length: int = 128
     query_max_length: int = 64
     doc_max_length: int = 256
 
@@ -86,6 +93,10 @@ class RetrievalTrainingArguments(OptimizationArguments):
             ("per_device_train_batch_size", is_int(self.per_device_train_batch_size) and self.per_device_train_batch_size >= 1,
              "an integer >= 1"),
             ("hard_negatives", is_int(self.hard_negatives) and self.hard_negatives >= 0, "an integer >= 0"),
+            ("model_negatives", is_int(self.model_negatives) and self.model_negatives >= 0, "an integer >= 0"),
+            ("mining_depth", is_int(self.mining_depth) and self.mining_depth >= max(1, self.model_negatives),
+             f"an integer >= model_negatives ({self.model_negatives}) and >= 1"),
+            ("mining_max_length", is_int(self.mining_max_length) and self.mining_max_length >= 2, "an integer >= 2"),
             ("query_max_length", is_int(self.query_max_length) and self.query_max_length >= 2, "an integer >= 2"),
             ("doc_max_length", is_int(self.doc_max_length) and self.doc_max_length >= 2, "an integer >= 2"),
         ])
@@ -94,7 +105,8 @@ class RetrievalTrainingArguments(OptimizationArguments):
 
 # The fields of RetrievalTrainingArguments the model card records (with OptimizationArguments'
 # RECIPE_HF_ARGS: learning rate, batch size, seed, ...).
-RECIPE_FIELDS = ("num_train_epochs", "max_steps", "hard_negatives", "query_max_length", "doc_max_length", "head_learning_rate")
+RECIPE_FIELDS = ("num_train_epochs", "max_steps", "hard_negatives", "model_negatives", "mining_depth", "mining_max_length",
+                 "query_max_length", "doc_max_length", "head_learning_rate")
 
 
 @dataclass
@@ -242,8 +254,11 @@ class RetrievalTrainer(EpochBatchTrainer):
         self.hard_negatives = self._hard_negatives(hard_negatives, args.hard_negatives)
         self.batch_size: int = args.per_device_train_batch_size
         self.n_hard_negatives: int = args.hard_negatives
+        self.n_model_negatives: int = args.model_negatives
+        self.mined_negatives: dict[str, list[str]] = {}  # the model's pool of the epoch drawn last
+        self.mining_seconds: float = 0.0  # spent mining with the model, all epochs
         self.seed: int = args.seed
-        if self.batch_size < 2 and not (self.n_hard_negatives and self.hard_negatives):
+        if self.batch_size < 2 and not ((self.n_hard_negatives and self.hard_negatives) or self.n_model_negatives):
             raise TextMatchError(
                 "per_device_train_batch_size 1 without hard negatives leaves nothing to contrast (the loss is 0): "
                 "use per_device_train_batch_size >= 2 or give hard negatives"
@@ -350,11 +365,12 @@ class RetrievalTrainer(EpochBatchTrainer):
         return int(self.args.max_steps)
 
     def epoch_batches(self, rng: random.Random, epoch: int = 1) -> list[RetrievalBatch]:
-        """One epoch: the training queries shuffled into batches, each with one of its positives
-        and up to `hard_negatives` of its hard negatives drawn at random."""
+        """One epoch: the training queries shuffled into batches, each with one of its positives,
+        up to `hard_negatives` of its given hard negatives and up to `model_negatives` of the
+        model's pool (`mined_negatives`, when mined), drawn at random."""
         order = list(self.query_ids)
         rng.shuffle(order)
-        n_neg = self.n_hard_negatives
+        n_neg, n_model = self.n_hard_negatives, self.n_model_negatives
         batches = []
         for start in range(0, len(order), self.batch_size):
             qids = order[start : start + self.batch_size]
@@ -362,12 +378,32 @@ class RetrievalTrainer(EpochBatchTrainer):
             negatives = []
             for q in qids:
                 pool = self.hard_negatives.get(q, []) if n_neg else []
-                negatives.append(rng.sample(pool, min(n_neg, len(pool))))
+                drawn = rng.sample(pool, min(n_neg, len(pool)))
+                mined = [d for d in self.mined_negatives.get(q, []) if d not in drawn] if n_model else []
+                negatives.append(drawn + rng.sample(mined, min(n_model, len(mined))))
             batches.append(RetrievalBatch(qids, positives, negatives, epoch))
         return batches
 
     def _draw_epoch(self, epoch: int) -> list[RetrievalBatch]:
+        if self.n_model_negatives:
+            self.mine_negatives()
         return self.epoch_batches(random.Random(f"{self.seed}:{epoch}"), epoch)
+
+    def mine_negatives(self) -> dict[str, list[str]]:
+        """Refresh `mined_negatives` with the model as it is now (see `model_negatives`): each
+        training query's `mining_depth` best non-relevant documents. Called at the start of every
+        epoch when model_negatives > 0; a resumed run mines with the resumed model."""
+        import time
+
+        from .mining import mine_model_negatives
+
+        start = time.perf_counter()
+        args = self.args
+        self.mined_negatives = mine_model_negatives(
+            self.matching_model, self.queries, self.corpus, self.positives, n=args.mining_depth,
+            depth=args.mining_depth, max_length=args.mining_max_length, batch_size=args.encode_batch_size, seed=None)
+        self.mining_seconds += time.perf_counter() - start
+        return self.mined_negatives
 
     def support_set(
         self, query_ids: Sequence[str], positive_ids: Sequence[str], negative_ids: Sequence[Sequence[str]] | None = None
