@@ -14,7 +14,14 @@ from ..errors import TextMatchError
 from ..hub import DEFAULT_MODEL
 from ..retrieval import IndexConfig, Retriever, evaluate_retrieval, load_beir
 from ..retrieval.bm25 import BM25Index, mine_hard_negatives
-from ..retrieval.retriever import FUSIONS, MODES
+from ..retrieval.search_settings import (
+    DEFAULT_SEARCH,
+    DENSE_ONLY,
+    FUSIONS,
+    MODES,
+    NORMALIZATIONS,
+    SearchSettings,
+)
 from ..retrieval.training import RetrievalTrainer, RetrievalTrainingArguments
 from ..retrieval.vector_index import INDEX_KINDS
 from .common import (
@@ -49,6 +56,8 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--passage-tokens", type=int, default=256, help="tokens per passage (default: 256)")
     p.add_argument("--passage-overlap", type=int, default=32, help="tokens shared by consecutive passages (default: 32)")
     p.add_argument("--no-bm25", action="store_true", help="skip the BM25 index (no hybrid search)")
+    add_search_flags(p, f"what the index records as its default search; default: {describe(DEFAULT_SEARCH)} "
+                        "(dense with --no-bm25)")
     p.add_argument("--shard-size", type=int, default=2048, help="passages per resumable shard (default: 2048)")
     p.add_argument("--id-column", default="_id", help="document id field (default: _id, or id)")
     p.add_argument("--title-column", default="title", help="document title field (default: title)")
@@ -65,10 +74,7 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--index", required=True, metavar="INDEX_DIR", help="a folder written by `textmatch index`")
     add_index_model_flags(p)
     p.add_argument("--top-k", type=int, default=10, help="documents per query (default: 10)")
-    p.add_argument("--mode", default="dense", choices=MODES, help="scoring (default: dense)")
-    p.add_argument("--fusion", default="rrf", choices=FUSIONS,
-                   help="hybrid fusion: reciprocal-rank fusion or weighted min-max scores (default: rrf)")
-    p.add_argument("--dense-weight", type=float, default=0.5, help="weight of the dense scores in weighted fusion")
+    add_search_flags(p, "default: what the index records, see `textmatch index`")
     p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
     p.add_argument("--color", default="auto", choices=COLOR_CHOICES,
                    help="highlight the query's terms in the table: auto (on a terminal, unless NO_COLOR is set), "
@@ -88,9 +94,7 @@ def add_parsers(sub: Any) -> None:
                    help="index folder to use or create (default: a temporary one)")
     p.add_argument("--index-backend", default="auto", choices=INDEX_KINDS,
                    help="vector index when one is built (default: auto)")
-    p.add_argument("--mode", default="dense", choices=MODES, help="scoring (default: dense)")
-    p.add_argument("--fusion", default="rrf", choices=FUSIONS, help="hybrid fusion (default: rrf)")
-    p.add_argument("--dense-weight", type=float, default=0.5, help="weight of the dense scores in weighted fusion")
+    add_search_flags(p, f"default: {describe(DEFAULT_SEARCH)}, or what --index records")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
     add_runtime(p)
@@ -148,6 +152,31 @@ def index_config(args: argparse.Namespace) -> Any:
     )
 
 
+def describe(settings: SearchSettings) -> str:
+    """One line for help texts and reports: "hybrid, weighted minmax fusion, dense weight 0.5"."""
+    if settings.mode != "hybrid":
+        return settings.mode
+    if settings.fusion == "rrf":
+        return f"hybrid, RRF (k {settings.rrf_k})"
+    return f"hybrid, weighted {settings.normalization} fusion, dense weight {settings.dense_weight}"
+
+
+def add_search_flags(p: argparse.ArgumentParser, default: str) -> None:
+    p.add_argument("--mode", default=None, choices=MODES, help=f"scoring ({default})")
+    p.add_argument("--fusion", default=None, choices=FUSIONS,
+                   help="hybrid fusion: reciprocal-rank fusion or a weighted sum of normalised scores")
+    p.add_argument("--dense-weight", type=float, default=None,
+                   help="weight of the dense scores in weighted fusion (BM25 gets 1 - it)")
+    p.add_argument("--normalization", default=None, choices=NORMALIZATIONS,
+                   help="how weighted fusion normalises each run's scores (see textmatch.retrieval.search_settings)")
+
+
+def search_changes(args: argparse.Namespace) -> dict[str, Any]:
+    """The search settings given on the command line (None: the index's own)."""
+    return {"mode": args.mode, "fusion": args.fusion, "dense_weight": args.dense_weight,
+            "normalization": args.normalization}
+
+
 def add_index_model_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None,
                    help="the model the index was built with (default: the one index.json names, when it lies inside "
@@ -172,7 +201,9 @@ def cmd_index(args: argparse.Namespace) -> int:
     else:
         args.model = args.model or DEFAULT_MODEL
         model = load_model(args)
-        retriever = Retriever.build(model, args.corpus, args.output, index_config(args),
+        config = index_config(args)
+        search = (DEFAULT_SEARCH if config.bm25 else DENSE_ONLY).with_changes(**search_changes(args))
+        retriever = Retriever.build(model, args.corpus, args.output, config, search=search,
                                     show_progress_bar=not args.no_progress, **corpus_options)
         added = retriever.meta["n_documents"]
     meta = retriever.meta
@@ -190,10 +221,10 @@ def cmd_search(args: argparse.Namespace) -> int:
     queries = read_lines_or(args.queries, "queries")
     retriever = load_index(args.index, args)
     search = retriever.search if args.json else retriever.search_hits  # hits: titles and passages too
-    results = search(queries, top_k=args.top_k, mode=args.mode, fusion=args.fusion,
-                     dense_weight=args.dense_weight)
+    results = search(queries, top_k=args.top_k, **search_changes(args))
+    settings = retriever.search_settings.with_changes(**search_changes(args))
     if args.json:
-        emit_json({"index": args.index, "mode": args.mode, "results": [
+        emit_json({"index": args.index, "mode": settings.mode, "results": [
             {"query": q, "hits": [{"id": d, "score": s} for d, s in hits]} for q, hits in zip(queries, results)]})
     else:
         color = want_color(args.color, sys.stdout.isatty(), os.environ)
@@ -216,17 +247,19 @@ def cmd_evaluate_retrieval(args: argparse.Namespace) -> int:
         query_ids = [str(q) for q in data.queries["_id"][:]]
         texts = [str(t) for t in data.queries["text"][:]]
         start = time.perf_counter()
-        results = retriever.search(texts, top_k=100, mode=args.mode, fusion=args.fusion, dense_weight=args.dense_weight)
+        results = retriever.search(texts, top_k=100, **search_changes(args))
+        settings = retriever.search_settings.with_changes(**search_changes(args))
         search_seconds = time.perf_counter() - start
     run = {qid: dict(hits) for qid, hits in zip(query_ids, results)}
     metrics = evaluate_retrieval(run, data.qrels)
     report = {key: metrics[key] for key in ("ndcg@10", "mrr@10", "recall@100", "map@100", "n_queries")}
-    report.update({"model": args.model, "data": args.data, "split": args.split, "mode": args.mode,
-                   "fusion": args.fusion if args.mode == "hybrid" else None,
+    report.update({"model": args.model, "data": args.data, "split": args.split, "mode": settings.mode,
+                   "fusion": settings.fusion if settings.mode == "hybrid" else None,
+                   "search": settings.to_dict(),
                    "index_seconds": round(index_seconds, 1), "search_seconds": round(search_seconds, 2)})
     if args.json:
         emit_json(report)
     else:
         print(f"nDCG@10 {report['ndcg@10']:.4f}  MRR@10 {report['mrr@10']:.4f}  Recall@100 {report['recall@100']:.4f}  "
-              f"MAP@100 {report['map@100']:.4f}  ({report['n_queries']} queries, {args.mode})")
+              f"MAP@100 {report['map@100']:.4f}  ({report['n_queries']} queries, {describe(settings)})")
     return EXIT_OK

@@ -34,13 +34,21 @@ from ..files import (
 from .corpus import checked_documents, read_corpus, split_passages
 from .fusion import Run
 from .ranking import top_k as best
+from .search_settings import (
+    DEFAULT_SEARCH,
+    DENSE_ONLY,
+    FUSIONS,
+    MODES,
+    SearchSettings,
+    index_search_settings,
+)
+
+__all__ = ["FUSIONS", "MODES", "IndexConfig", "Passage", "Retriever", "SearchHit", "read_passages"]
 from .vector_index import INDEX_KINDS
 
 INDEX_FORMAT_VERSION = 1
 INDEX_CONFIG = "index.json"
 PASSAGES_FILE = "passages.jsonl"
-MODES = ("dense", "bm25", "hybrid")
-FUSIONS = ("rrf", "weighted")
 
 
 @dataclass
@@ -109,23 +117,35 @@ class Retriever:
     # -- building ---------------------------------------------------------------------------
     @classmethod
     def build(cls, model: Any, corpus: Any, folder: str | os.PathLike, config: IndexConfig | None = None,
-              show_progress_bar: bool = True, **corpus_options: Any) -> "Retriever":
-        """Index `corpus` (see textmatch.retrieval.corpus.read_corpus) with `model` into `folder`."""
+              show_progress_bar: bool = True, search: SearchSettings | None = None,
+              **corpus_options: Any) -> "Retriever":
+        """Index `corpus` (see textmatch.retrieval.corpus.read_corpus) with `model` into `folder`.
+        search: how the index searches by default (recorded in index.json; default
+        `DEFAULT_SEARCH`, hybrid, or dense when config.bm25 is False)."""
         config = config or IndexConfig()
+        if search is None:
+            search = DEFAULT_SEARCH if config.bm25 else DENSE_ONLY
+        if not isinstance(search, SearchSettings):
+            raise TextMatchError(f"search must be a SearchSettings, got {type(search).__name__}")
+        if search.mode != "dense" and not config.bm25:
+            raise TextMatchError(f"search mode {search.mode!r} needs the BM25 index: keep IndexConfig(bm25=True) "
+                                 "or search with mode='dense'")
         folder = Path(folder).expanduser().resolve()
         documents = checked_documents(read_corpus(corpus, **corpus_options))
-        return cls._write(model, folder, config, documents, existing=None, show_progress_bar=show_progress_bar)
+        return cls._write(model, folder, config, documents, existing=None, show_progress_bar=show_progress_bar,
+                          search=search)
 
     def add(self, corpus: Any, show_progress_bar: bool = True, **corpus_options: Any) -> "Retriever":
         """Append new documents (ids must be new) and rewrite the folder atomically."""
         documents = checked_documents(read_corpus(corpus, **corpus_options), seen=set(self.passage_docs))
-        new = self._write(self.model, self.folder, self.config, documents, existing=self, show_progress_bar=show_progress_bar)
+        new = self._write(self.model, self.folder, self.config, documents, existing=self, show_progress_bar=show_progress_bar,
+                          search=self.search_settings)
         self.__dict__.update(new.__dict__)
         return self
 
     @classmethod
     def _write(cls, model: Any, folder: Path, config: IndexConfig, documents: Iterable[dict[str, str]],
-               existing: "Retriever | None", show_progress_bar: bool) -> "Retriever":
+               existing: "Retriever | None", show_progress_bar: bool, search: SearchSettings) -> "Retriever":
         from .vector_index import load_index, make_index
 
         kinds = {"exact": ["vectors.npy"], "auto": ["vectors.npy", "index.faiss"]}.get(config.index_kind, ["index.faiss"])
@@ -184,6 +204,7 @@ class Retriever:
                 "config": config.to_dict(),
                 "vector_index": vectors.meta(),
                 "bm25": bm25.meta() if bm25 is not None else None,
+                "search": search.to_dict(),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             }
             (tmp / INDEX_CONFIG).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
@@ -253,31 +274,37 @@ class Retriever:
         return cls(model, folder, config, meta, vectors, passage_docs, bm25)
 
     # -- searching --------------------------------------------------------------------------
-    def search(self, queries: Sequence[str], top_k: int = 10, mode: str = "dense", fusion: str = "rrf",
-               dense_weight: float = 0.5, depth: int | None = None) -> list[list[tuple[str, float]]]:
-        return self._search(queries, top_k, mode, fusion, dense_weight, depth)[0]
+    @property
+    def search_settings(self) -> SearchSettings:
+        """How this index searches when `search` is given no mode / fusion / ...: the settings
+        index.json records (see textmatch.retrieval.search_settings)."""
+        return index_search_settings(self.meta)
 
-    def _search(self, queries: Sequence[str], top_k: int = 10, mode: str = "dense", fusion: str = "rrf",
-                dense_weight: float = 0.5, depth: int | None = None,
-                ) -> tuple[list[list[tuple[str, float]]], list[dict[str, dict[str, int]]]]:
+    def search(self, queries: Sequence[str], top_k: int = 10, mode: str | None = None, fusion: str | None = None,
+               dense_weight: float | None = None, depth: int | None = None, **settings: Any,
+               ) -> list[list[tuple[str, float]]]:
         """The `top_k` documents of each query as (doc_id, score), best first.
 
-        mode: "dense" (cosine of f(q) and g(passage), a document scores its best passage),
-        "bm25", or "hybrid" (both, fused by reciprocal-rank fusion or a weighted sum of min-max
-        normalised scores with `dense_weight`). depth: passages retrieved per query before
-        documents are collapsed (default 4 * top_k, at least 100)."""
+        mode: "dense" (cos(f(q), g(passage)), a document scores its best passage), "bm25", or
+        "hybrid" (both runs fused: reciprocal-rank fusion or a weighted sum of normalised scores,
+        `dense_weight` on the dense side). depth: passages each run retrieves before documents
+        are collapsed (default max(100, 4 * top_k)). Any setting left None, and any other field
+        of `SearchSettings` not given in `settings` (normalization, rrf_k,
+        second_passage_weight), comes from the index's `search_settings`."""
+        return self._search(queries, top_k, mode=mode, fusion=fusion, dense_weight=dense_weight, depth=depth,
+                            **settings)[0]
+
+    def _search(self, queries: Sequence[str], top_k: int = 10, **changes: Any,
+                ) -> tuple[list[list[tuple[str, float]]], list[dict[str, dict[str, int]]]]:
+        """search's hits, and for each run {query: {doc: its best passage's position}}."""
         from ..data.validation import validate_texts
 
-        if not isinstance(top_k, (int, np.integer)) or top_k <= 0:
+        if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k <= 0:
             raise TextMatchError(f"top_k must be a positive integer, got {top_k!r}")
-        if not (isinstance(dense_weight, (int, float)) and 0.0 <= dense_weight <= 1.0):
-            raise TextMatchError(f"dense_weight must be a number in [0, 1] (the BM25 weight is 1 - it), got {dense_weight!r}")
-        if depth is not None and (not isinstance(depth, (int, np.integer)) or depth < top_k):
+        settings = self.search_settings.with_changes(**changes)
+        mode, fusion, dense_weight, depth = settings.mode, settings.fusion, settings.dense_weight, settings.depth
+        if depth is not None and depth < top_k:
             raise TextMatchError(f"depth must be an integer >= top_k ({top_k}), got {depth!r}")
-        if mode not in MODES:
-            raise TextMatchError(f"mode must be one of {MODES}, got {mode!r}")
-        if fusion not in FUSIONS:
-            raise TextMatchError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
         if mode != "dense" and self.bm25 is None:
             raise TextMatchError(f"mode {mode!r} needs a BM25 index; build the index with bm25=True (the default)")
         queries = validate_texts(queries, "query")
@@ -285,9 +312,9 @@ class Retriever:
         runs = []
         try:
             if mode in ("dense", "hybrid"):
-                runs.append(self._dense_run(queries, depth))
+                runs.append(self._dense_run(queries, depth, settings.second_passage_weight))
             if mode in ("bm25", "hybrid"):
-                runs.append(self._bm25_run(queries, depth))
+                runs.append(self._bm25_run(queries, depth, settings.second_passage_weight))
             wheres = [where for _, where in runs]
             runs = [run for run, _ in runs]
         except TextMatchError:
@@ -299,39 +326,44 @@ class Retriever:
         if mode == "hybrid":
             from .fusion import reciprocal_rank_fusion, weighted_fusion
 
-            run = (reciprocal_rank_fusion(runs) if fusion == "rrf"
-                   else weighted_fusion(runs, [dense_weight, 1.0 - dense_weight]))
+            run = (reciprocal_rank_fusion(runs, k=settings.rrf_k) if fusion == "rrf"
+                   else weighted_fusion(runs, [dense_weight, 1.0 - dense_weight], normalization=settings.normalization))
         else:
             run = runs[0]
         # (doc_id, score) best first by the one ranking rule: score descending, ties by id descending
         hits = [[(doc, float(score)) for doc, score in best(run.get(str(i), {}), top_k)] for i in range(len(queries))]
         return hits, wheres
 
-    def _collapse(self, scores: np.ndarray, ids: list[list[str]]) -> tuple[Run, dict[str, dict[str, int]]]:
-        """Passage hits -> ({query: {doc: best passage score}}, {query: {doc: best passage position}})."""
+    def _collapse(self, scores: np.ndarray, ids: list[list[str]], second: float = 0.0,
+                  ) -> tuple[Run, dict[str, dict[str, int]]]:
+        """Passage hits -> ({query: {doc: score}}, {query: {doc: its best passage's position}}).
+        A document scores its best retrieved passage, plus `second` x its second best when two
+        of its passages were retrieved."""
         run: Run = {}
         where: dict[str, dict[str, int]] = {}
         for qi, (row_scores, row_ids) in enumerate(zip(scores, ids)):
-            docs: dict[str, float] = {}
+            top2: dict[str, list[float]] = {}
             best_passage: dict[str, int] = {}
-            for score, pid in zip(row_scores.tolist(), row_ids):
+            for score, pid in zip(row_scores.tolist(), row_ids):  # best first
                 doc = self.passage_docs[int(pid)]
-                if score > docs.get(doc, -np.inf):
-                    docs[doc] = score
+                found = top2.setdefault(doc, [])
+                if not found:
                     best_passage[doc] = int(pid)
-            run[str(qi)] = docs
+                if len(found) < 2:
+                    found.append(score)
+            run[str(qi)] = {doc: s[0] + (second * s[1] if second and len(s) > 1 else 0.0) for doc, s in top2.items()}
             where[str(qi)] = best_passage
         return run, where
 
-    def _dense_run(self, queries: list[str], depth: int) -> tuple[Run, dict[str, dict[str, int]]]:
+    def _dense_run(self, queries: list[str], depth: int, second: float) -> tuple[Run, dict[str, dict[str, int]]]:
         with torch.inference_mode():
             emb = self.model.encode(queries, batch_size=self.config.batch_size, role="query")  # (m, dim)
         scores, ids = self.vectors.search(np.ascontiguousarray(emb, dtype=np.float32), min(depth, self.vectors.ntotal))
-        return self._collapse(scores, ids)
+        return self._collapse(scores, ids, second)
 
-    def _bm25_run(self, queries: list[str], depth: int) -> tuple[Run, dict[str, dict[str, int]]]:
+    def _bm25_run(self, queries: list[str], depth: int, second: float) -> tuple[Run, dict[str, dict[str, int]]]:
         scores, ids = self.bm25.search(queries, min(depth, len(self.passage_docs)))
-        return self._collapse(scores, ids)
+        return self._collapse(scores, ids, second)
 
     def search_hits(self, queries: Sequence[str], top_k: int = 10, **settings: Any) -> list[list[SearchHit]]:
         """As `search` (same arguments), but each hit is a `SearchHit` that also carries the

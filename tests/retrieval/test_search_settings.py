@@ -1,0 +1,131 @@
+"""The default search of an index: recorded in index.json at build, used when `search` is given
+no setting, overridden per call and from the CLI; old index folders get today's default; the
+passage weighting and the hits' passages and titles."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from test_retrieval import make_corpus, write_beir
+
+from textmatch import TextMatchError, cli
+from textmatch.retrieval.fusion import reciprocal_rank_fusion, weighted_fusion
+from textmatch.retrieval.retriever import IndexConfig, Retriever
+from textmatch.retrieval.search_settings import DEFAULT_SEARCH, DENSE_ONLY, SearchSettings, index_search_settings
+
+pytest.importorskip("bm25s", reason="hybrid search needs bm25s")
+QUERIES = ["rain sunny", "pizza burger", "doctor flight"]
+
+
+@pytest.fixture
+def built(tiny_bert_model, tmp_path):
+    return Retriever.build(tiny_bert_model, make_corpus(), tmp_path / "idx", IndexConfig(index_kind="exact"),
+                           show_progress_bar=False)
+
+
+def _runs(retriever, depth=100):
+    """The dense and BM25 runs (document = best passage) computed from the parts."""
+    dense = retriever.search(QUERIES, top_k=depth, mode="dense", depth=depth)
+    lexical = retriever.search(QUERIES, top_k=depth, mode="bm25", depth=depth)
+    return ({str(i): dict(h) for i, h in enumerate(dense)}, {str(i): dict(h) for i, h in enumerate(lexical)})
+
+
+def test_the_default_is_recorded_and_used(built, tmp_path):
+    meta = json.loads((tmp_path / "idx" / "index.json").read_text())
+    assert meta["search"] == DEFAULT_SEARCH.to_dict() and DEFAULT_SEARCH.mode == "hybrid"
+    assert built.search_settings == DEFAULT_SEARCH
+    dense, lexical = _runs(built)
+    d = DEFAULT_SEARCH
+    fused = (reciprocal_rank_fusion([dense, lexical], k=d.rrf_k) if d.fusion == "rrf"
+             else weighted_fusion([dense, lexical], [d.dense_weight, 1 - d.dense_weight], normalization=d.normalization))
+    expected = [list(fused[str(i)].items())[:5] for i in range(len(QUERIES))]
+    got = built.search(QUERIES, top_k=5)
+    assert [[doc for doc, _ in h] for h in got] == [[doc for doc, _ in h] for h in expected]
+    assert [s for h in got for _, s in h] == pytest.approx([s for h in expected for _, s in h])
+
+
+def test_per_call_settings_override_the_index(built):
+    dense, lexical = _runs(built)
+    rrf = reciprocal_rank_fusion([dense, lexical], k=10)
+    got = built.search(QUERIES, top_k=3, mode="hybrid", fusion="rrf", rrf_k=10)
+    assert [[doc for doc, _ in h] for h in got] == [list(rrf[str(i)])[:3] for i in range(len(QUERIES))]
+    zs = weighted_fusion([dense, lexical], [0.3, 0.7], normalization="zscore")
+    got = built.search(QUERIES, top_k=3, fusion="weighted", dense_weight=0.3, normalization="zscore")
+    assert [[doc for doc, _ in h] for h in got] == [list(zs[str(i)])[:3] for i in range(len(QUERIES))]
+    assert built.search(QUERIES, top_k=3, mode="dense") == [list(dense[str(i)].items())[:3] for i in range(3)]
+    with pytest.raises(TextMatchError, match="normalization must be one of"):
+        built.search(QUERIES, normalization="rank")
+    with pytest.raises(TextMatchError, match="unknown search setting"):
+        built.search(QUERIES, alpha=0.5)
+    with pytest.raises(TextMatchError, match="dense_weight must be a number in"):
+        built.search(QUERIES, dense_weight=2.0)
+
+
+def test_build_records_what_the_user_chose_and_refuses_the_impossible(tiny_bert_model, tmp_path):
+    mine = SearchSettings(mode="hybrid", fusion="rrf", rrf_k=20)
+    r = Retriever.build(tiny_bert_model, make_corpus(1), tmp_path / "a", IndexConfig(index_kind="exact"), search=mine,
+                        show_progress_bar=False)
+    assert Retriever.load(tmp_path / "a", model=tiny_bert_model).search_settings == mine
+    r.add([{"_id": "new", "title": "t", "text": "rain cloud"}], show_progress_bar=False)
+    assert r.search_settings == mine  # add keeps the recorded settings
+    dense_only = Retriever.build(tiny_bert_model, make_corpus(1), tmp_path / "b", IndexConfig(index_kind="exact", bm25=False),
+                                 show_progress_bar=False)
+    assert dense_only.search_settings == DENSE_ONLY
+    with pytest.raises(TextMatchError, match="needs the BM25 index"):
+        Retriever.build(tiny_bert_model, make_corpus(1), tmp_path / "c", IndexConfig(bm25=False), search=DEFAULT_SEARCH,
+                        show_progress_bar=False)
+
+
+def test_an_index_from_before_the_settings_gets_todays_default():
+    assert index_search_settings({"bm25": {"k1": 0.9}}) == DEFAULT_SEARCH
+    assert index_search_settings({"bm25": None}) == DENSE_ONLY
+    stored = {"mode": "bm25", "fusion": "rrf", "dense_weight": 0.2, "from_a_newer_version": 1}
+    assert index_search_settings({"bm25": {}, "search": stored}).mode == "bm25"
+
+
+def test_second_passage_weight_adds_the_runner_up(tiny_bert_model, tmp_path):
+    long_doc = {"_id": "long", "title": "", "text": " ".join(["rain sunny cloud"] * 60)}
+    docs = make_corpus(1) + [long_doc]
+    r = Retriever.build(tiny_bert_model, docs, tmp_path / "p", IndexConfig(index_kind="exact", passage_tokens=32,
+                                                                              passage_overlap=4), show_progress_bar=False)
+    assert r.meta["n_passages"] > len(docs) + 2
+    passages = [(i, p) for i, p in enumerate(r.passage_docs) if p == "long"]
+    base = dict(r.search(["rain sunny"], top_k=len(docs), mode="bm25", depth=len(r.passage_docs))[0])
+    plus = dict(r.search(["rain sunny"], top_k=len(docs), mode="bm25", depth=len(r.passage_docs), second_passage_weight=0.5)[0])
+    scores = sorted((float(s) for s in r.bm25.score_all("rain sunny")[[i for i, _ in passages]]), reverse=True)
+    assert base["long"] == pytest.approx(scores[0])
+    assert plus["long"] == pytest.approx(scores[0] + 0.5 * scores[1])
+    single = [d for d in base if d != "long"]  # one passage each: unchanged
+    assert all(plus[d] == pytest.approx(base[d]) for d in single)
+
+
+def test_search_hits_carry_title_and_passage(built):
+    hits = built.search_hits(["pizza burger"], top_k=3)[0]
+    plain = built.search(["pizza burger"], top_k=3)[0]
+    assert [(h.id, h.score) for h in hits] == plain and [h.rank for h in hits] == [1, 2, 3]
+    for h in hits:
+        assert built.passage_docs[h.passage_index] == h.id
+        assert h.title == h.id.split("-")[0] and h.passage.startswith(f"{h.title}. ")
+
+
+def test_cli_index_records_flags_and_search_uses_them(tiny_bert_dir, tmp_path, capsys):
+    beir = write_beir(tmp_path / "beir", make_corpus())
+    out = tmp_path / "idx"
+    assert cli.main(["index", "--model", str(tiny_bert_dir), "--corpus", str(beir), "--output", str(out), "--no-progress",
+                     "--fusion", "rrf"]) == 0, capsys.readouterr().err
+    meta = json.loads((out / "index.json").read_text())
+    assert meta["search"] == DEFAULT_SEARCH.with_changes(fusion="rrf").to_dict()
+    capsys.readouterr()
+    assert cli.main(["search", "--index", str(out), "--model", str(tiny_bert_dir), "--json", "rain"]) == 0
+    assert json.loads(capsys.readouterr().out)["mode"] == "hybrid"
+    assert cli.main(["search", "--index", str(out), "--model", str(tiny_bert_dir), "--mode", "bm25", "--json",
+                     "rain"]) == 0
+    assert json.loads(capsys.readouterr().out)["mode"] == "bm25"
+    assert cli.main(["evaluate-retrieval", "--model", str(tiny_bert_dir), "--data", str(beir), "--no-progress",
+                     "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["mode"] == "hybrid" and report["search"] == DEFAULT_SEARCH.to_dict()
+    assert cli.main(["index", "--model", str(tiny_bert_dir), "--corpus", str(beir), "--output", str(tmp_path / "x"),
+                     "--no-progress", "--dense-weight", "7"]) == 2
+    assert "dense_weight must be a number in [0, 1]" in capsys.readouterr().err
