@@ -14,9 +14,9 @@ on the development queries, a simpler setting winning ties within 0.1 point.
 Stages (each starts from the winners of the ones before):
   1. BM25: k1, b, stemming, stopwords, the title repeated in the BM25 text, passage or document
      granularity.
-  2. Fusion: RRF, or a weighted sum of scores normalised by min-max over the retrieved depth
-     (depends on the cut-off), or by z-scores over the whole collection (does not), with the
-     dense weight in steps of 0.05.
+  2. Fusion: RRF, or a weighted sum of scores normalised by min-max or z-scores over the
+     retrieved depth (both depend on the cut-off), or by z-scores over the whole collection
+     (does not), with the dense weight in steps of 0.05.
   3. Document score from its passages: the best passage, or the best plus a weight on the
      second best.
 """
@@ -130,18 +130,23 @@ def to_docs(passage_scores: np.ndarray, starts: np.ndarray, depth: int, second: 
 
 
 def normalise(docs: np.ndarray, method: str, passage_scores: np.ndarray) -> np.ndarray:
-    """Per query: "minmax" over the retrieved documents (cut-off dependent), "zscore" over every
-    passage of the collection (mean and std of the full row: cut-off independent). Documents not
+    """Per query: "minmax" or "zscore" over the retrieved documents (cut-off dependent), or
+    "collection-zscore" over every passage of the collection (mean and std of the full row: cut-off
+    independent). Documents not
     retrieved get the lowest normalised score of the retrieved ones (weighted_fusion's floor)."""
     finite = np.isfinite(docs)
     if method == "minmax":
         lo = np.where(finite, docs, np.inf).min(1, keepdims=True)
         hi = np.where(finite, docs, -np.inf).max(1, keepdims=True)
         out = (docs - lo) / np.maximum(hi - lo, 1e-12)
-    elif method == "zscore":
+    elif method == "collection-zscore":
         mean = passage_scores.mean(1, keepdims=True)
         std = passage_scores.std(1, keepdims=True)
         out = (docs - mean) / np.maximum(std, 1e-12)
+    elif method == "zscore":  # over the retrieved documents (cut-off dependent), as fusion.normalize_scores
+        mean = np.where(finite, docs, 0).sum(1, keepdims=True) / np.maximum(finite.sum(1, keepdims=True), 1)
+        var = (np.where(finite, docs - mean, 0) ** 2).sum(1, keepdims=True) / np.maximum(finite.sum(1, keepdims=True), 1)
+        out = (docs - mean) / np.maximum(np.sqrt(var), 1e-12)
     else:
         raise ValueError(method)
     floor = np.where(finite, out, np.inf).min(1, keepdims=True)
@@ -176,7 +181,8 @@ def bm25_matrix(texts: list[str], queries: list[str], **params) -> np.ndarray:
 
 # -- the stages ---------------------------------------------------------------------------------------
 def pick(rows: list[dict], key: str = "ndcg@10") -> dict:
-    """The best row by `key`; among rows within 0.1 point of it, the first listed (simpler first)."""
+    """The best row by `key`; among rows within 0.1 point of it, the first listed (round 1's
+    setting or the simpler one is listed first, so a change must win by more than 0.1)."""
     top = max(r[key] for r in rows)
     return next(r for r in rows if r[key] >= top - 0.1)
 
@@ -200,7 +206,8 @@ def run(args) -> dict:
     bm25_rows = []
     grid = [dict(k1=k1, b=b, stemmer=stem, stopwords=stop, title_repeat=t, granularity=g)
             for g in ("passage",) for stem, stop in (("english", "en"),) for t in (0,)
-            for k1, b in itertools.product((0.6, 0.9, 1.2, 1.5), (0.4, 0.6, 0.75, 0.9))]
+            for k1, b in [(0.9, 0.4)] + [kb for kb in itertools.product((0.6, 0.9, 1.2, 1.5), (0.4, 0.6, 0.75, 0.9))
+                                          if kb != (0.9, 0.4)]]  # round 1's setting first: a change must win
     cache: dict = {}
 
     def bm25_run(cfg: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -240,7 +247,7 @@ def run(args) -> dict:
     lexical_p, lexical = bm25_run(bm25_cfg)
     fusion_rows = [{"fusion": "rrf", "normalization": None, "dense_weight": None,
                     **score(fuse(dense_docs, lexical, dense_p, lexical_p, "rrf", 0))}]
-    for method in ("minmax", "zscore"):
+    for method in ("minmax", "zscore", "collection-zscore"):
         for w in np.round(np.arange(0.0, 1.0001, 0.05), 2):
             fusion_rows.append({"fusion": "weighted", "normalization": method, "dense_weight": float(w),
                                 **score(fuse(dense_docs, lexical, dense_p, lexical_p, method, float(w)))})
@@ -341,7 +348,7 @@ def render(results: dict) -> str:
     lines += [
         f"Development data: SciFact **train** qrels ({r['n_queries']} queries) over the SciFact corpus "
         f"({r['n_documents']} documents, {r['n_passages']} passages); the frozen {MODEL}. No test qrels are read. "
-        "Rule: the highest nDCG@10; a simpler setting (listed first) wins within 0.1 point. Numbers in %.", "",
+        "Rule: the highest nDCG@10; round 1's or the simpler setting (listed first) wins within 0.1 point. Numbers in %.", "",
         f"Dense alone: nDCG@10 {r['dense']['ndcg@10']}, Recall@100 {r['dense']['recall@100']}.", "",
         "## 1. BM25 (alone, and fused with dense by weighted min-max 0.5)", "",
     ]
