@@ -142,7 +142,9 @@ def test_retrieval_examples_run(tmp_path):
         result = subprocess.run(cmd, shell=True, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=600)
         assert result.returncode == 0, f"{cmd}\n{result.stderr}"
         outputs.append(result.stdout)
-    assert outputs[1].splitlines()[1].split("\t")[2] == "sharing.md"
+    table = outputs[1].splitlines()  # "# query", the column header, a rule, then one row per hit
+    assert table[0].startswith("# how do I upload") and table[1].split()[:3] == ["rank", "id", "score"]
+    assert table[3].split()[:2] == ["1", "sharing.md"]
     hits = json.loads(outputs[2])["results"][0]["hits"]
     assert hits[0]["id"] == "speed.md"
 

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from test_retrieval import make_corpus, write_beir
 
 from textmatch import TextMatchError, cli
+from textmatch.files import MANIFEST_NAME
 from textmatch.retrieval.fusion import reciprocal_rank_fusion, weighted_fusion
-from textmatch.retrieval.retriever import IndexConfig, Retriever
+from textmatch.retrieval.retriever import IndexConfig, Retriever, dense_score_moments, passage_moments
 from textmatch.retrieval.search_settings import DEFAULT_SEARCH, DENSE_ONLY, SearchSettings, index_search_settings
 
 pytest.importorskip("bm25s", reason="hybrid search needs bm25s")
@@ -31,18 +33,73 @@ def _runs(retriever, depth=100):
     return ({str(i): dict(h) for i, h in enumerate(dense)}, {str(i): dict(h) for i, h in enumerate(lexical)})
 
 
-def test_the_default_is_recorded_and_used(built, tmp_path):
+def collection_z_runs(retriever, model, depth=100):
+    """The dense and BM25 runs with every passage score standardised by the mean and std of the
+    query's scores over all passages, computed naively from every score."""
+    vectors = np.asarray(retriever.vectors.vectors)
+    runs = []
+    for scorer in ("dense", "bm25"):
+        run = {}
+        for i, q in enumerate(QUERIES):
+            if scorer == "dense":
+                scores = vectors @ model.encode([q], role="query")[0]
+            else:
+                scores = retriever.bm25.score_all(q).astype(np.float64)
+            z = (scores - scores.mean()) / scores.std()
+            top = np.argsort(-scores, kind="stable")[:depth]
+            docs = {}
+            for p in top:
+                doc = retriever.passage_docs[p]
+                docs[doc] = max(docs.get(doc, -np.inf), float(z[p]))
+            run[str(i)] = docs
+        runs.append(run)
+    return runs
+
+
+def test_the_default_is_recorded_and_used(built, tmp_path, tiny_bert_model):
     meta = json.loads((tmp_path / "idx" / "index.json").read_text())
     assert meta["search"] == DEFAULT_SEARCH.to_dict() and DEFAULT_SEARCH.mode == "hybrid"
     assert built.search_settings == DEFAULT_SEARCH
-    dense, lexical = _runs(built)
     d = DEFAULT_SEARCH
-    fused = (reciprocal_rank_fusion([dense, lexical], k=d.rrf_k) if d.fusion == "rrf"
-             else weighted_fusion([dense, lexical], [d.dense_weight, 1 - d.dense_weight], normalization=d.normalization))
+    assert (d.fusion, d.normalization) == ("weighted", "collection-zscore")
+    fused = weighted_fusion(collection_z_runs(built, tiny_bert_model), [d.dense_weight, 1 - d.dense_weight],
+                            normalization="none")
     expected = [list(fused[str(i)].items())[:5] for i in range(len(QUERIES))]
     got = built.search(QUERIES, top_k=5)
     assert [[doc for doc, _ in h] for h in got] == [[doc for doc, _ in h] for h in expected]
-    assert [s for h in got for _, s in h] == pytest.approx([s for h in expected for _, s in h])
+    assert [s for h in got for _, s in h] == pytest.approx([s for h in expected for _, s in h], abs=1e-4)
+
+
+def test_collection_moments_equal_a_naive_pass(built, tmp_path):
+    vectors = np.asarray(built.vectors.vectors, dtype=np.float64)
+    q = np.random.default_rng(0).normal(size=(4, vectors.shape[1]))
+    mean, std = dense_score_moments(q, np.load(tmp_path / "idx" / "passage_stats.npy"))
+    naive = q @ vectors.T
+    assert mean == pytest.approx(naive.mean(1)) and std == pytest.approx(naive.std(1))
+    m, s = built.bm25.score_moments(QUERIES + ["zzzz unseen"])
+    full = [built.bm25.score_all(x).astype(np.float64) for x in QUERIES]
+    assert m[:3] == pytest.approx([f.mean() for f in full], rel=1e-5) and s[:3] == pytest.approx([f.std() for f in full], rel=1e-5)
+    assert m[3] == 0 and s[3] == 1e-12  # a query matching nothing: no division by zero
+
+
+def test_passage_moments_follow_add_and_old_indexes(tiny_bert_model, tmp_path):
+    docs = make_corpus()
+    r = Retriever.build(tiny_bert_model, docs[:5], tmp_path / "i", IndexConfig(index_kind="exact"), show_progress_bar=False)
+    r.add(docs[5:], show_progress_bar=False)
+    stored = np.load(tmp_path / "i" / "passage_stats.npy")
+    assert stored == pytest.approx(passage_moments(np.asarray(r.vectors.vectors)))
+    hits = r.search(QUERIES, top_k=4)
+    # an index from before the file (and before manifests): the exact index's vectors are read back
+    (tmp_path / "i" / "passage_stats.npy").unlink()
+    (tmp_path / "i" / MANIFEST_NAME).unlink()
+    old = Retriever.load(tmp_path / "i", model=tiny_bert_model)
+    again = old.search(QUERIES, top_k=4)
+    assert [[d for d, _ in h] for h in again] == [[d for d, _ in h] for h in hits]
+    assert [x for h in again for _, x in h] == pytest.approx([x for h in hits for _, x in h], abs=1e-5)
+    np.save(tmp_path / "i" / "passage_stats.npy", np.zeros((3, 3)))
+    with pytest.raises(TextMatchError, match="does not match the index"):
+        Retriever.load(tmp_path / "i", model=tiny_bert_model).search(QUERIES)
+    assert Retriever.load(tmp_path / "i", model=tiny_bert_model).search(QUERIES, normalization="minmax")
 
 
 def test_per_call_settings_override_the_index(built):

@@ -252,6 +252,16 @@ class BM25Index:
                 out.append(np.zeros(n, dtype=np.float32))
         return out
 
+    def score_moments(self, queries: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and standard deviation of each query's BM25 scores over every indexed document:
+        ((m,), (m,)) float64, the deviation raised to at least 1e-12 (a query matching nothing
+        scores 0 everywhere)."""
+        self._require_built("score_moments")
+        rows = self._scores(list(queries))
+        mean = np.array([r.mean(dtype=np.float64) for r in rows])
+        std = np.array([r.std(dtype=np.float64) for r in rows])
+        return mean, np.maximum(std, 1e-12)
+
     def search(
         self, queries: Sequence[str], k: int = 10
     ) -> tuple[np.ndarray, list[list[str]]]:

@@ -49,6 +49,7 @@ from .vector_index import INDEX_KINDS
 INDEX_FORMAT_VERSION = 1
 INDEX_CONFIG = "index.json"
 PASSAGES_FILE = "passages.jsonl"
+STATS_FILE = "passage_stats.npy"  # (dim + 2, dim) float64: [n, 0, ...], sum of g'(p), sum of g'(p) g'(p)^T
 
 
 @dataclass
@@ -113,6 +114,7 @@ class Retriever:
         self.bm25 = bm25
         self.last_build: dict[str, int] = {}  # shards / reused_shards / new_passages of the last build or add
         self._passages: list[Passage] | None = None  # passages.jsonl, read on the first search_hits
+        self._stats: np.ndarray | None = None  # passage_stats.npy, read on the first collection-zscore search
 
     # -- building ---------------------------------------------------------------------------
     @classmethod
@@ -149,7 +151,7 @@ class Retriever:
         from .vector_index import load_index, make_index
 
         kinds = {"exact": ["vectors.npy"], "auto": ["vectors.npy", "index.faiss"]}.get(config.index_kind, ["index.faiss"])
-        names = [INDEX_CONFIG, PASSAGES_FILE, "ids.json", *kinds, *(["bm25/"] if config.bm25 else [])]
+        names = [INDEX_CONFIG, PASSAGES_FILE, STATS_FILE, "ids.json", *kinds, *(["bm25/"] if config.bm25 else [])]
         check_target(folder, "index", names, legacy_index_files)  # before minutes of encoding, not after
         tokenizer = model.support_encoder.tokenizer
         max_tokens = min(config.passage_tokens, model.support_encoder.max_length)
@@ -180,6 +182,14 @@ class Retriever:
             start = len(all_docs) - len(passages)
             vectors.add(embeddings, [str(i) for i in range(start, len(all_docs))])
             vectors.save(tmp)
+            stats = passage_moments(embeddings)
+            if existing is not None:
+                try:
+                    stats = stats + existing._moments()
+                except TextMatchError:  # an index from before the statistics, whose vectors cannot be read back
+                    stats = None
+            if stats is not None:
+                np.save(tmp / STATS_FILE, stats, allow_pickle=False)
             with open(tmp / PASSAGES_FILE, "w", encoding="utf-8") as fh:
                 for doc_id, text, title in zip(all_docs, all_texts, all_titles):
                     fh.write(json.dumps({"doc_id": doc_id, "text": text, "title": title}, ensure_ascii=False) + "\n")
@@ -309,12 +319,14 @@ class Retriever:
             raise TextMatchError(f"mode {mode!r} needs a BM25 index; build the index with bm25=True (the default)")
         queries = validate_texts(queries, "query")
         depth = depth or max(100, 4 * top_k)
+        # z-scores over the collection: standardise each run's passage scores, then fuse them as they are
+        standardize = mode == "hybrid" and fusion == "weighted" and settings.normalization == "collection-zscore"
         runs = []
         try:
             if mode in ("dense", "hybrid"):
-                runs.append(self._dense_run(queries, depth, settings.second_passage_weight))
+                runs.append(self._dense_run(queries, depth, settings.second_passage_weight, standardize))
             if mode in ("bm25", "hybrid"):
-                runs.append(self._bm25_run(queries, depth, settings.second_passage_weight))
+                runs.append(self._bm25_run(queries, depth, settings.second_passage_weight, standardize))
             wheres = [where for _, where in runs]
             runs = [run for run, _ in runs]
         except TextMatchError:
@@ -327,7 +339,8 @@ class Retriever:
             from .fusion import reciprocal_rank_fusion, weighted_fusion
 
             run = (reciprocal_rank_fusion(runs, k=settings.rrf_k) if fusion == "rrf"
-                   else weighted_fusion(runs, [dense_weight, 1.0 - dense_weight], normalization=settings.normalization))
+                   else weighted_fusion(runs, [dense_weight, 1.0 - dense_weight],
+                                        normalization="none" if standardize else settings.normalization))
         else:
             run = runs[0]
         # (doc_id, score) best first by the one ranking rule: score descending, ties by id descending
@@ -355,15 +368,47 @@ class Retriever:
             where[str(qi)] = best_passage
         return run, where
 
-    def _dense_run(self, queries: list[str], depth: int, second: float) -> tuple[Run, dict[str, dict[str, int]]]:
+    def _dense_run(self, queries: list[str], depth: int, second: float, standardize: bool,
+                   ) -> tuple[Run, dict[str, dict[str, int]]]:
         with torch.inference_mode():
             emb = self.model.encode(queries, batch_size=self.config.batch_size, role="query")  # (m, dim)
-        scores, ids = self.vectors.search(np.ascontiguousarray(emb, dtype=np.float32), min(depth, self.vectors.ntotal))
+        emb = np.ascontiguousarray(emb, dtype=np.float32)
+        scores, ids = self.vectors.search(emb, min(depth, self.vectors.ntotal))  # (m, depth)
+        if standardize:
+            mean, std = dense_score_moments(emb, self._moments())  # (m,), (m,)
+            scores = (scores - mean[:, None]) / std[:, None]
         return self._collapse(scores, ids, second)
 
-    def _bm25_run(self, queries: list[str], depth: int, second: float) -> tuple[Run, dict[str, dict[str, int]]]:
-        scores, ids = self.bm25.search(queries, min(depth, len(self.passage_docs)))
+    def _bm25_run(self, queries: list[str], depth: int, second: float, standardize: bool,
+                  ) -> tuple[Run, dict[str, dict[str, int]]]:
+        scores, ids = self.bm25.search(queries, min(depth, len(self.passage_docs)))  # (m, depth)
+        if standardize:
+            mean, std = self.bm25.score_moments(queries)  # (m,), (m,)
+            scores = (scores - mean[:, None]) / std[:, None]
         return self._collapse(scores, ids, second)
+
+    def _moments(self) -> np.ndarray:
+        """The passage embeddings' moments (`passage_moments`), from passage_stats.npy; an index
+        built before the file existed computes them from its vectors when it keeps them (exact)."""
+        if self._stats is None:
+            path = self.folder / STATS_FILE
+            if path.is_file():
+                try:
+                    stats = np.load(path, allow_pickle=False)
+                except (OSError, ValueError) as exc:
+                    raise TextMatchError(f"{path} is corrupt ({exc}); build the index again") from None
+                dim = self.meta["dim"]
+                if stats.shape != (dim + 2, dim) or int(round(stats[0, 0])) != self.vectors.ntotal:
+                    raise TextMatchError(f"{path} does not match the index's {self.vectors.ntotal} vectors; build it again")
+            elif (vectors := _stored_vectors(self.vectors)) is not None:
+                stats = passage_moments(vectors)
+            else:
+                raise TextMatchError(
+                    f"the index in {self.folder} was built before textmatch kept passage statistics, which "
+                    "normalization='collection-zscore' needs: build it again, or search with normalization='minmax'"
+                )
+            self._stats = stats
+        return self._stats
 
     def search_hits(self, queries: Sequence[str], top_k: int = 10, **settings: Any) -> list[list[SearchHit]]:
         """As `search` (same arguments), but each hit is a `SearchHit` that also carries the
@@ -398,7 +443,46 @@ class SearchHit:
 
 
 # -- helpers ---------------------------------------------------------------------------------------
-INDEX_FILES = (INDEX_CONFIG, PASSAGES_FILE, "ids.json", "vectors.npy", "index.faiss", "bm25")
+def _stored_vectors(index: Any) -> np.ndarray | None:
+    """All vectors of an exact or FAISS flat / HNSW index (n, dim), or None where they cannot
+    be read back exactly (IVF-PQ keeps codes, not vectors)."""
+    if hasattr(index, "vectors"):
+        return np.asarray(index.vectors, dtype=np.float32)
+    try:
+        if index.meta().get("kind") in ("flat", "hnsw"):
+            return np.asarray(index.faiss_index.reconstruct_n(0, index.ntotal), dtype=np.float32)
+    except (AttributeError, RuntimeError):
+        pass
+    return None
+
+
+def passage_moments(embeddings: np.ndarray) -> np.ndarray:
+    """(dim + 2, dim) float64: row 0 holds n (then zeros), row 1 sum_p g(p), rows 2.. sum_p g(p) g(p)^T
+    over the passage embeddings (n, dim). Moments add: those of two collections sum."""
+    x = np.asarray(embeddings, dtype=np.float64)  # (n, dim)
+    out = np.zeros((x.shape[1] + 2, x.shape[1]))
+    out[0, 0] = x.shape[0]
+    out[1] = x.sum(0)
+    out[2:] = x.T @ x
+    return out
+
+
+def dense_score_moments(queries: np.ndarray, moments: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation over every passage p of the collection of the score q . g(p),
+    for each query q (m, dim), from `passage_moments` alone (no pass over the vectors):
+
+        mean_q = q . mu,   var_q = q^T (G / n) q - mean_q^2,   mu = sum_p g(p) / n,  G = sum_p g(p) g(p)^T
+
+    Returns ((m,), (m,)); a deviation below 1e-12 is raised to it."""
+    n = max(float(moments[0, 0]), 1.0)
+    q = np.asarray(queries, dtype=np.float64)  # (m, dim)
+    mean = q @ moments[1] / n  # (m,)
+    second = np.einsum("md,de,me->m", q, moments[2:], q) / n  # (m,)
+    return mean, np.sqrt(np.maximum(second - mean**2, 1e-24))
+
+
+
+INDEX_FILES = (INDEX_CONFIG, PASSAGES_FILE, STATS_FILE, "ids.json", "vectors.npy", "index.faiss", "bm25")
 
 
 def legacy_index_files(folder: Path) -> list[str]:

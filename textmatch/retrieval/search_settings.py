@@ -19,7 +19,7 @@ from ..errors import TextMatchError
 
 MODES = ("dense", "bm25", "hybrid")
 FUSIONS = ("rrf", "weighted")
-NORMALIZATIONS = ("minmax", "zscore")
+NORMALIZATIONS = ("minmax", "zscore", "collection-zscore")
 
 
 @dataclass(frozen=True)
@@ -27,10 +27,12 @@ class SearchSettings(ConfigMixin):
     """mode: "dense" (cos(f(q), g(passage))), "bm25" or "hybrid" (both runs fused).
     fusion: "rrf" (reciprocal-rank fusion, k = rrf_k) or "weighted":
         F(q, d) = dense_weight * n_dense(q, d) + (1 - dense_weight) * n_bm25(q, d)
-    with n the scores normalised per query by `normalization` (see textmatch.retrieval.fusion):
-    "minmax" over the documents each run retrieved, "zscore" by the mean and standard deviation
-    of the query's scores over every passage of the collection (so a score's normalised value
-    does not depend on how deep the run was cut).
+    with n the scores normalised per query by `normalization`: "minmax" or "zscore" over the
+    documents each run retrieved (textmatch.retrieval.fusion.normalize_scores; both depend on
+    how deep the run was cut), or "collection-zscore": (s - mean_q) / std_q with the mean and
+    standard deviation of the query's scores over every passage of the collection (exact, for
+    dense from the passage embeddings' stored moments, for BM25 from all its scores), which
+    does not depend on the cut-off.
     second_passage_weight: a document scores its best passage plus this weight times its
     second best (0: the best passage alone).
     depth: passages each run retrieves before documents are collapsed (None: max(100, 4 top_k)).
@@ -38,8 +40,8 @@ class SearchSettings(ConfigMixin):
 
     mode: str = "hybrid"
     fusion: str = "weighted"
-    dense_weight: float = 0.5
-    normalization: str = "minmax"
+    dense_weight: float = 0.75
+    normalization: str = "collection-zscore"
     rrf_k: int = 60
     second_passage_weight: float = 0.0
     depth: int | None = None
