@@ -186,3 +186,64 @@ def test_cli_index_records_flags_and_search_uses_them(tiny_bert_dir, tmp_path, c
     assert cli.main(["index", "--model", str(tiny_bert_dir), "--corpus", str(beir), "--output", str(tmp_path / "x"),
                      "--no-progress", "--dense-weight", "7"]) == 2
     assert "dense_weight must be a number in [0, 1]" in capsys.readouterr().err
+
+
+# -- query-side options: quoted phrases, title boost --------------------------------------------------
+def test_split_and_match_phrases():
+    from textmatch.retrieval.phrases import contains_phrases, split_phrases
+
+    assert split_phrases('"heart failure" in  older "adults"') == ("heart failure in older adults", ["heart failure", "adults"])
+    assert split_phrases('a 5" screen') == ('a 5" screen', [])  # one quote mark: an ordinary character
+    assert split_phrases('"" rain') == ("rain", [])
+    assert split_phrases('"  Heart   Failure "') == ("Heart Failure", ["heart failure"])
+    assert contains_phrases("Chronic HEART\nfailure, adults.", ["heart failure", "adults"])
+    assert not contains_phrases("sweetheart failure", ["heart failure"])
+    assert not contains_phrases("heart-failure", ["heartfailure"]) and contains_phrases("heart-failure", ["heart failure"])
+    assert not contains_phrases("failure of the heart", ["heart failure"])
+
+
+PHRASE_DOCS = [
+    {"_id": "a", "title": "cardiology", "text": "heart failure in older adults"},
+    {"_id": "b", "title": "cardiology", "text": "failure of the heart valve in adults"},
+    {"_id": "c", "title": "cardiology", "text": "heart disease and diet"},
+    {"_id": "d", "title": "weather", "text": "rain and sunny spells"},
+]
+
+
+@pytest.mark.parametrize("kind", ["exact", "flat"])
+def test_quoted_phrases_filter_the_documents(tiny_bert_model, tmp_path, kind):
+    if kind != "exact":
+        pytest.importorskip("faiss")
+    r = Retriever.build(tiny_bert_model, PHRASE_DOCS, tmp_path / "i", IndexConfig(index_kind=kind), show_progress_bar=False)
+    quoted = r.search(['"heart failure" adults'], top_k=4)[0]
+    assert [d for d, _ in quoted] == ["a"]
+    plain = [d for d, _ in r.search(["heart failure adults"], top_k=4)[0]]
+    assert {"a", "b"} <= set(plain)
+    # the quoted words rank like unquoted ones: the filter keeps the unquoted query's scores
+    assert dict(quoted)["a"] == pytest.approx(dict(r.search(["heart failure adults"], top_k=4)[0])["a"])
+    unfiltered = r.search(['"heart failure" adults'], top_k=4, phrases=False)[0]  # quote marks are plain text
+    assert {d for d, _ in unfiltered} == {"a", "b", "c", "d"}
+    assert r.search(['"valve heart"'], top_k=4) == [[]]  # nowhere in that order: nothing
+    for mode in ("dense", "bm25"):
+        assert [d for d, _ in r.search(['"heart failure"'], top_k=4, mode=mode)[0]] == ["a"]
+    hits = r.search_hits(['"rain and sunny"'], top_k=2)[0]
+    assert [h.id for h in hits] == ["d"] and "rain and sunny" in hits[0].passage
+
+
+def test_title_boost_and_bm25_parameters(tiny_bert_model, tmp_path):
+    plain = Retriever.build(tiny_bert_model, PHRASE_DOCS, tmp_path / "p", IndexConfig(index_kind="exact"),
+                            show_progress_bar=False)
+    boosted = Retriever.build(tiny_bert_model, PHRASE_DOCS, tmp_path / "b",
+                              IndexConfig(index_kind="exact", bm25_title_boost=2, bm25_k1=1.2, bm25_b=0.75),
+                              show_progress_bar=False)
+    assert boosted.bm25.meta()["k1"] == 1.2 and boosted.bm25.meta()["b"] == 0.75
+    assert Retriever.load(tmp_path / "b", model=tiny_bert_model).config.bm25_title_boost == 2
+    # "cardiology" is only in titles: its term frequency, so its BM25 score, rises with the boost
+    before = dict(plain.search(["cardiology"], top_k=4, mode="bm25")[0])
+    after = dict(boosted.search(["cardiology"], top_k=4, mode="bm25")[0])
+    assert after["a"] > before["a"] > 0
+    old_config = IndexConfig.from_dict({"index_kind": "exact"})  # an index.json from before these fields
+    assert (old_config.bm25_k1, old_config.bm25_b, old_config.bm25_title_boost) == (0.9, 0.4, 0)
+    for bad in ({"bm25_title_boost": -1}, {"bm25_title_boost": 1.5}, {"bm25_k1": -0.1}, {"bm25_b": 2}):
+        with pytest.raises(TextMatchError, match=next(iter(bad))):
+            IndexConfig(**bad)

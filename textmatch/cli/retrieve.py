@@ -56,6 +56,10 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--passage-tokens", type=int, default=256, help="tokens per passage (default: 256)")
     p.add_argument("--passage-overlap", type=int, default=32, help="tokens shared by consecutive passages (default: 32)")
     p.add_argument("--no-bm25", action="store_true", help="skip the BM25 index (no hybrid search)")
+    p.add_argument("--bm25-k1", type=float, default=0.9, help="BM25 k1 (default: 0.9)")
+    p.add_argument("--bm25-b", type=float, default=0.4, help="BM25 b (default: 0.4)")
+    p.add_argument("--title-boost", type=int, default=0,
+                   help="add each document's title this many more times to its BM25 text (default: 0)")
     add_search_flags(p, f"what the index records as its default search; default: {describe(DEFAULT_SEARCH)} "
                         "(dense with --no-bm25)")
     p.add_argument("--shard-size", type=int, default=2048, help="passages per resumable shard (default: 2048)")
@@ -149,6 +153,9 @@ def index_config(args: argparse.Namespace) -> Any:
         bm25=not getattr(args, "no_bm25", False),
         shard_size=getattr(args, "shard_size", 2048),
         batch_size=args.batch_size,
+        bm25_k1=getattr(args, "bm25_k1", 0.9),
+        bm25_b=getattr(args, "bm25_b", 0.4),
+        bm25_title_boost=getattr(args, "title_boost", 0),
     )
 
 

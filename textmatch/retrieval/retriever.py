@@ -33,6 +33,7 @@ from ..files import (
 )
 from .corpus import checked_documents, read_corpus, split_passages
 from .fusion import Run
+from .phrases import contains_phrases, split_phrases
 from .ranking import top_k as best
 from .search_settings import (
     DEFAULT_SEARCH,
@@ -49,6 +50,7 @@ from .vector_index import INDEX_KINDS
 INDEX_FORMAT_VERSION = 1
 INDEX_CONFIG = "index.json"
 PASSAGES_FILE = "passages.jsonl"
+PHRASE_DEPTH = 1000  # passages each run retrieves for a query with quoted phrases, before the filter
 STATS_FILE = "passage_stats.npy"  # (dim + 2, dim) float64: [n, 0, ...], sum of g'(p), sum of g'(p) g'(p)^T
 
 
@@ -59,6 +61,11 @@ class IndexConfig(ConfigMixin):
     index_kind: the vector index, one of `INDEX_KINDS` (see textmatch.retrieval.vector_index); passage_tokens /
     passage_overlap: passage windows in tokens; bm25: also build a BM25 index (hybrid search);
     shard_size: passages per resumable encoding shard; batch_size: texts per forward pass.
+    bm25_k1 / bm25_b: BM25's parameters (Anserini's 0.9 / 0.4: round 1's, kept because no other
+    pair beat them by more than 0.1 nDCG@10 on SciFact's train qrels, results/retrieval_dev.md).
+    bm25_title_boost: the document title is added this many more times to each passage's BM25
+    text (a passage already starts with it once); 0 by default: 1 raised BM25 alone on the
+    development qrels (+0.49 nDCG@10) but lowered the hybrid search (-0.24).
     """
 
     index_kind: str = "auto"
@@ -67,6 +74,9 @@ class IndexConfig(ConfigMixin):
     bm25: bool = True
     shard_size: int = 2048
     batch_size: int = 32
+    bm25_k1: float = 0.9
+    bm25_b: float = 0.4
+    bm25_title_boost: int = 0
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "IndexConfig":
@@ -79,6 +89,12 @@ class IndexConfig(ConfigMixin):
     def __post_init__(self) -> None:
         if self.index_kind not in INDEX_KINDS:
             raise TextMatchError(f"index_kind must be one of {INDEX_KINDS}, got {self.index_kind!r}")
+        boost = self.bm25_title_boost
+        if isinstance(boost, bool) or not isinstance(boost, int) or not 0 <= boost <= 10:
+            raise TextMatchError(f"bm25_title_boost must be an integer in 0..10, got {boost!r}")
+        for name, value, top in (("bm25_k1", self.bm25_k1, 10.0), ("bm25_b", self.bm25_b, 1.0)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= top:
+                raise TextMatchError(f"{name} must be a number in [0, {top:g}], got {value!r}")
         if self.shard_size < 1 or self.batch_size < 1:
             raise TextMatchError("shard_size and batch_size must be positive")
         if self.passage_tokens < 8 or not 0 <= self.passage_overlap < self.passage_tokens // 2:
@@ -115,6 +131,7 @@ class Retriever:
         self.last_build: dict[str, int] = {}  # shards / reused_shards / new_passages of the last build or add
         self._passages: list[Passage] | None = None  # passages.jsonl, read on the first search_hits
         self._stats: np.ndarray | None = None  # passage_stats.npy, read on the first collection-zscore search
+        self._doc_passages: dict[str, list[int]] | None = None  # doc id -> passage positions, for phrases
 
     # -- building ---------------------------------------------------------------------------
     @classmethod
@@ -197,8 +214,10 @@ class Retriever:
             if config.bm25:
                 from .bm25 import BM25Index
 
-                bm25 = BM25Index()
-                bm25.build(all_texts, [str(i) for i in range(len(all_texts))])
+                bm25 = BM25Index(k1=config.bm25_k1, b=config.bm25_b)
+                boost = config.bm25_title_boost
+                bm25.build([f"{title} " * boost + text for title, text in zip(all_titles, all_texts)],
+                           [str(i) for i in range(len(all_texts))])
                 (tmp / "bm25").mkdir()
                 bm25.save(tmp / "bm25")
             meta = {
@@ -319,6 +338,12 @@ class Retriever:
             raise TextMatchError(f"mode {mode!r} needs a BM25 index; build the index with bm25=True (the default)")
         queries = validate_texts(queries, "query")
         depth = depth or max(100, 4 * top_k)
+        phrases: list[list[str]] = [[] for _ in queries]
+        if settings.phrases:
+            parsed = [split_phrases(q) for q in queries]
+            queries, phrases = [q for q, _ in parsed], [p for _, p in parsed]
+            if any(phrases):  # the filter below drops documents: retrieve deeper first
+                depth = max(depth, PHRASE_DEPTH)
         # z-scores over the collection: standardise each run's passage scores, then fuse them as they are
         standardize = mode == "hybrid" and fusion == "weighted" and settings.normalization == "collection-zscore"
         runs = []
@@ -343,9 +368,23 @@ class Retriever:
                                         normalization="none" if standardize else settings.normalization))
         else:
             run = runs[0]
+        for i, wanted in enumerate(phrases):
+            if wanted:
+                docs = run.get(str(i), {})
+                run[str(i)] = {doc: score for doc, score in docs.items() if self._has_phrases(doc, wanted)}
         # (doc_id, score) best first by the one ranking rule: score descending, ties by id descending
         hits = [[(doc, float(score)) for doc, score in best(run.get(str(i), {}), top_k)] for i in range(len(queries))]
         return hits, wheres
+
+    def _has_phrases(self, doc: str, phrases: list[str]) -> bool:
+        """Whether one passage of `doc` contains every phrase (textmatch.retrieval.phrases)."""
+        if self._passages is None:
+            self._passages = read_passages(self.folder)
+        if self._doc_passages is None:
+            self._doc_passages = {}
+            for pos, passage in enumerate(self._passages):
+                self._doc_passages.setdefault(passage.doc_id, []).append(pos)
+        return any(contains_phrases(self._passages[p].text, phrases) for p in self._doc_passages.get(doc, ()))
 
     def _collapse(self, scores: np.ndarray, ids: list[list[str]], second: float = 0.0,
                   ) -> tuple[Run, dict[str, dict[str, int]]]:

@@ -36,6 +36,9 @@ class SearchSettings(ConfigMixin):
     second_passage_weight: a document scores its best passage plus this weight times its
     second best (0: the best passage alone).
     depth: passages each run retrieves before documents are collapsed (None: max(100, 4 top_k)).
+    phrases: a query's "quoted words" must appear together, in that order, in a passage of
+        every document returned (textmatch.retrieval.phrases; such a query retrieves at least
+        1000 passages per run before the filter); False: quote marks are plain characters.
     """
 
     mode: str = "hybrid"
@@ -45,6 +48,7 @@ class SearchSettings(ConfigMixin):
     rrf_k: int = 60
     second_passage_weight: float = 0.0
     depth: int | None = None
+    phrases: bool = True
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -61,6 +65,8 @@ class SearchSettings(ConfigMixin):
             raise TextMatchError(f"second_passage_weight must be a number in [0, 1], got {s!r}")
         if isinstance(self.rrf_k, bool) or not isinstance(self.rrf_k, int) or self.rrf_k < 0:
             raise TextMatchError(f"rrf_k must be an integer >= 0, got {self.rrf_k!r}")
+        if not isinstance(self.phrases, bool):
+            raise TextMatchError(f"phrases must be True or False, got {self.phrases!r}")
         if self.depth is not None and (isinstance(self.depth, bool) or not isinstance(self.depth, int) or self.depth < 1):
             raise TextMatchError(f"depth must be a positive integer or None, got {self.depth!r}")
 
