@@ -5,6 +5,7 @@ with the model at the start of every epoch and puts it into the batches."""
 from __future__ import annotations
 
 import copy
+import json
 import random
 
 import numpy as np
@@ -123,3 +124,22 @@ def test_invalid_mining_arguments(field, value):
 
     with pytest.raises(TextMatchError, match=rf"RetrievalTrainingArguments\.{field} must be"):
         RetrievalTrainingArguments(**{field: value})
+
+
+def test_cli_model_negatives_reach_the_trainer(tiny_bert_dir, tmp_path, capsys):
+    from test_retrieval_training import write_beir_folder
+
+    from textmatch import cli
+
+    queries, corpus, qrels = retrieval_task()
+    small = {q: qrels[q] for q in sorted(queries)[:24]}
+    beir = write_beir_folder(tmp_path / "beir", {q: queries[q] for q in small}, dict(corpus), small)
+    argv = ["train", "--model", str(tiny_bert_dir), "--data", str(beir), "--output", str(tmp_path / "model"),
+            "--device", "cpu", "--epochs", "2", "--per-device-train-batch-size", "8", "--model-negatives", "2",
+            "--no-progress", "--json"]
+    assert cli.main(argv) == 0, capsys.readouterr().err
+    report = json.loads(capsys.readouterr().out)
+    assert report["model_negatives"] == 2 and report["mining_seconds"] > 0 and report["steps"] == 6
+    assert report["arguments"]["model_negatives"] == 2 and report["arguments"]["num_train_epochs"] == 2
+    assert cli.main([*argv[:-4], "--model-negatives", "-1", "--output", str(tmp_path / "m2")]) == 2
+    assert "model_negatives must be" in capsys.readouterr().err

@@ -94,7 +94,11 @@ def add_parsers(sub: Any) -> None:
                    help="retrieval training instead: a BEIR folder; trains f (queries) and g (documents) on the "
                         "--split qrels (default train) with in-batch and BM25-mined hard negatives")
     p.add_argument("--hard-negatives", type=int, default=1, help="with --data: BM25 hard negatives per query (default 1)")
-    p.add_argument("--epochs", type=int, default=1, help="with --data: passes over the training queries (default 1)")
+    p.add_argument("--model-negatives", type=int, default=None,
+                   help="with --data: hard negatives per query mined by the model itself, refreshed at the start of "
+                        "every epoch (default: RetrievalTrainingArguments.model_negatives)")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="with --data: passes over the training queries (default: RetrievalTrainingArguments's)")
     p.add_argument("--valid", help="validation examples (same classes, or other classes for meta-training): "
                                    "enables best-checkpoint keeping and early stopping")
     p.add_argument("--output", required=True, help="folder to save the trained model in")

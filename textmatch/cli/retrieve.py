@@ -119,10 +119,10 @@ def cmd_train_retrieval(args: argparse.Namespace) -> int:
         bm25.build(list(corpus.values()), list(corpus))
         negatives = mine_hard_negatives(bm25, queries, data.qrels, n=args.hard_negatives)
     given = {"learning_rate": args.learning_rate, "seed": args.seed, "max_steps": args.max_steps,
-             "frozen_layers": args.frozen_layers}
+             "frozen_layers": args.frozen_layers, "num_train_epochs": args.epochs,
+             "model_negatives": args.model_negatives}
     training_args = RetrievalTrainingArguments(
         **training_runtime(args),
-        num_train_epochs=args.epochs,
         hard_negatives=args.hard_negatives,  # the mined ones per query, each step
         **{k: v for k, v in given.items() if v is not None},
     )
@@ -136,6 +136,7 @@ def cmd_train_retrieval(args: argparse.Namespace) -> int:
     summary = {"output": args.output, "run_dir": training_args.output_dir, "steps": result.global_step,
                "training_loss": result.training_loss, "train_seconds": round(result.train_runtime, 1),
                "n_queries": len(data.qrels), "hard_negatives": args.hard_negatives,
+               "model_negatives": training_args.model_negatives, "mining_seconds": round(trainer.mining_seconds, 1),
                "processes": training_args.world_size, "arguments": model.model_card_data.training_args}
     if args.json:
         emit_json(summary)
