@@ -3,8 +3,10 @@
     score(q, d) = max over passages p of d of cos(f(q), g(p))      (eq. 2's similarity)
 
 An index folder holds the passage embeddings in a vector index (exact or FAISS), the passage
-and document ids, an optional BM25 index for hybrid search, and `index.json` with the model
-id and fingerprint, dimension, normalisation and format version. Building encodes the corpus
+and document ids, titles and texts, the embeddings' moments (`passage_stats.npy`, for fusion
+by z-scores over the collection), an optional BM25 index for hybrid search, and `index.json`
+with the model id and fingerprint, dimension, normalisation, format version and the default
+search (`SearchSettings`: hybrid unless the index has no BM25). Building encodes the corpus
 in shards written to `<index>.partial/` so that an interrupted build resumes without
 re-encoding finished shards; the finished folder is renamed into place atomically.
 """
@@ -43,9 +45,9 @@ from .search_settings import (
     SearchSettings,
     index_search_settings,
 )
+from .vector_index import INDEX_KINDS
 
 __all__ = ["FUSIONS", "MODES", "IndexConfig", "Passage", "Retriever", "SearchHit", "read_passages"]
-from .vector_index import INDEX_KINDS
 
 INDEX_FORMAT_VERSION = 1
 INDEX_CONFIG = "index.json"
