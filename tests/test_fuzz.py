@@ -1325,11 +1325,11 @@ def test_model_folder(tmp_path, saved_models, no_retry_wait, case):
 
 # -- index folders -----------------------------------------------------------------------------------
 INDEX_FILES = [
-    "index.json", "passages.jsonl", "ids.json", "vectors.npy", MANIFEST,
+    "index.json", "passages.jsonl", "passage_stats.npy", "ids.json", "vectors.npy", MANIFEST,
     "bm25/textmatch_bm25.json", "bm25/documents.jsonl", "bm25/params.index.json", "bm25/vocab.index.json",
     "bm25/data.csc.index.npy", "bm25/indices.csc.index.npy", "bm25/indptr.csc.index.npy",
 ]
-INDEX_FOCUS = ["index.json", "passages.jsonl", "ids.json", "vectors.npy"]
+INDEX_FOCUS = ["index.json", "passages.jsonl", "passage_stats.npy", "ids.json", "vectors.npy"]
 
 
 @pytest.fixture(scope="module")

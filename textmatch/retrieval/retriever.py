@@ -436,10 +436,11 @@ class Retriever:
             if path.is_file():
                 try:
                     stats = np.load(path, allow_pickle=False)
-                except (OSError, ValueError) as exc:
+                except (OSError, ValueError, EOFError) as exc:
                     raise TextMatchError(f"{path} is corrupt ({exc}); build the index again") from None
                 dim = self.meta["dim"]
-                if stats.shape != (dim + 2, dim) or int(round(stats[0, 0])) != self.vectors.ntotal:
+                if (stats.dtype != np.float64 or stats.shape != (dim + 2, dim) or not np.isfinite(stats).all()
+                        or int(round(stats[0, 0])) != self.vectors.ntotal):
                     raise TextMatchError(f"{path} does not match the index's {self.vectors.ntotal} vectors; build it again")
             elif (vectors := _stored_vectors(self.vectors)) is not None:
                 stats = passage_moments(vectors)
