@@ -593,7 +593,8 @@ def test_invalid_arguments(field, value):
 
 def test_arguments_defaults_and_recipe():
     a = RetrievalTrainingArguments()
-    assert (a.num_train_epochs, a.max_steps, a.per_device_train_batch_size) == (1, -1, 16)
+    assert (a.num_train_epochs, a.max_steps, a.per_device_train_batch_size) == (2, -1, 16)
+    assert a.model_negatives == 0
     assert (a.hard_negatives, a.query_max_length, a.doc_max_length, a.learning_rate) == (1, 64, 256, 2e-5)
     assert a.to_dict()["doc_max_length"] == 256
     recipe = RetrievalTrainingArguments(max_steps=7, hard_negatives=3).recipe(RECIPE_FIELDS)
