@@ -368,6 +368,8 @@ def render(results: dict) -> str:
                             [[str(x["second_passage_weight"]), str(x["ndcg@10"]), str(x["recall@100"])]
                              for x in r["passages"]["rows"]])
     lines += ["", f"Chosen: {r['passages']['chosen']}", "", f"Run time: {r['seconds']} s.", ""]
+    if results.get("decisions"):
+        lines += ["## What was kept", ""] + [f"- {d}" for d in results["decisions"]] + [""]
     f = results.get("finetune")
     if f:
         lines += ["## 4. Fine-tuning", "",
@@ -393,12 +395,17 @@ def main() -> int:
     parser.add_argument("--stage", default="search", choices=["search", "finetune"],
                         help="search: stages 1-3; finetune: stage 4, added to retrieval_dev.json")
     parser.add_argument("--variants", nargs="*", default=None, help="fine-tuning variants to run (default: all)")
+    parser.add_argument("--render-only", action="store_true", help="re-render retrieval_dev.md from its JSON")
     args = parser.parse_args()
     if not SHARED_DATA.is_dir():
         print(f"retrieval_dev: {SHARED_DATA} is missing (the benchmark data)", file=sys.stderr)
         return 2
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     out_dir = Path(args.output_dir)
+    if args.render_only:  # after editing the "decisions" notes of retrieval_dev.json
+        results = json.loads((out_dir / "retrieval_dev.json").read_text(encoding="utf-8"))
+        write_results(out_dir, "retrieval_dev", results, render)
+        return 0
     if args.stage == "finetune":  # added to the search stage's results, which it builds on
         results = json.loads((out_dir / "retrieval_dev.json").read_text(encoding="utf-8"))
         chosen = {k: results["dev"][k]["chosen"] for k in ("bm25", "fusion")}
