@@ -368,8 +368,6 @@ def render(results: dict) -> str:
                             [[str(x["second_passage_weight"]), str(x["ndcg@10"]), str(x["recall@100"])]
                              for x in r["passages"]["rows"]])
     lines += ["", f"Chosen: {r['passages']['chosen']}", "", f"Run time: {r['seconds']} s.", ""]
-    if results.get("decisions"):
-        lines += ["## What was kept", ""] + [f"- {d}" for d in results["decisions"]] + [""]
     f = results.get("finetune")
     if f:
         lines += ["## 4. Fine-tuning", "",
@@ -383,6 +381,8 @@ def render(results: dict) -> str:
               str(x.get("steps", "-")), str(x.get("train_seconds", "-")), str(x.get("mining_seconds", "-"))]
              for name, x in f["rows"].items()])
         lines.append("")
+    if results.get("decisions"):
+        lines += ["## What was kept", ""] + [f"- {d}" for d in results["decisions"]] + [""]
     return "\n".join(lines)
 
 
