@@ -152,12 +152,6 @@ def index_backends(embeddings: np.ndarray, queries: np.ndarray, kinds: list[str]
     return out
 
 
-def describe(settings) -> str:
-    from textmatch.cli.retrieve import describe as one_line
-
-    return one_line(settings) + (f", second passage {settings.second_passage_weight}" if settings.second_passage_weight else "")
-
-
 def run_dataset(name: str, args, results: dict) -> None:
     from textmatch import MatchingNetwork
     from textmatch.retrieval.beir import load_beir
@@ -182,7 +176,7 @@ def run_dataset(name: str, args, results: dict) -> None:
     from textmatch.retrieval.search_settings import DEFAULT_SEARCH
 
     bm = retriever.bm25.meta()
-    default = f"hybrid, frozen: the default ({describe(DEFAULT_SEARCH)})"
+    default = f"hybrid, frozen: the default ({DEFAULT_SEARCH.describe()})"
     rows[f"BM25 (bm25s, k1 {bm['k1']}, b {bm['b']})"] = evaluate(retriever, data, mode="bm25")
     rows["dense, frozen"] = evaluate(retriever, data, mode="dense")
     rows["hybrid RRF, frozen"] = evaluate(retriever, data, mode="hybrid", fusion="rrf", rrf_k=60)

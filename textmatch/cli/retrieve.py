@@ -20,7 +20,6 @@ from ..retrieval.search_settings import (
     FUSIONS,
     MODES,
     NORMALIZATIONS,
-    SearchSettings,
 )
 from ..retrieval.training import RetrievalTrainer, RetrievalTrainingArguments
 from ..retrieval.vector_index import INDEX_KINDS
@@ -60,7 +59,7 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--bm25-b", type=float, default=0.4, help="BM25 b (default: 0.4)")
     p.add_argument("--title-boost", type=int, default=0,
                    help="add each document's title this many more times to its BM25 text (default: 0)")
-    add_search_flags(p, f"what the index records as its default search; default: {describe(DEFAULT_SEARCH)} "
+    add_search_flags(p, f"what the index records as its default search; default: {DEFAULT_SEARCH.describe()} "
                         "(dense with --no-bm25)")
     p.add_argument("--shard-size", type=int, default=2048, help="passages per resumable shard (default: 2048)")
     p.add_argument("--id-column", default="_id", help="document id field (default: _id, or id)")
@@ -98,7 +97,7 @@ def add_parsers(sub: Any) -> None:
                    help="index folder to use or create (default: a temporary one)")
     p.add_argument("--index-backend", default="auto", choices=INDEX_KINDS,
                    help="vector index when one is built (default: auto)")
-    add_search_flags(p, f"default: {describe(DEFAULT_SEARCH)}, or what --index records")
+    add_search_flags(p, f"default: {DEFAULT_SEARCH.describe()}, or what --index records")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
     add_runtime(p)
@@ -158,15 +157,6 @@ def index_config(args: argparse.Namespace) -> Any:
         bm25_b=getattr(args, "bm25_b", 0.4),
         bm25_title_boost=getattr(args, "title_boost", 0),
     )
-
-
-def describe(settings: SearchSettings) -> str:
-    """One line for help texts and reports: "hybrid, weighted minmax fusion, dense weight 0.5"."""
-    if settings.mode != "hybrid":
-        return settings.mode
-    if settings.fusion == "rrf":
-        return f"hybrid, RRF (k {settings.rrf_k})"
-    return f"hybrid, weighted {settings.normalization} fusion, dense weight {settings.dense_weight}"
 
 
 def add_search_flags(p: argparse.ArgumentParser, default: str) -> None:
@@ -269,5 +259,5 @@ def cmd_evaluate_retrieval(args: argparse.Namespace) -> int:
         emit_json(report)
     else:
         print(f"nDCG@10 {report['ndcg@10']:.4f}  MRR@10 {report['mrr@10']:.4f}  Recall@100 {report['recall@100']:.4f}  "
-              f"MAP@100 {report['map@100']:.4f}  ({report['n_queries']} queries, {describe(settings)})")
+              f"MAP@100 {report['map@100']:.4f}  ({report['n_queries']} queries, {settings.describe()})")
     return EXIT_OK

@@ -70,6 +70,16 @@ class SearchSettings(ConfigMixin):
         if self.depth is not None and (isinstance(self.depth, bool) or not isinstance(self.depth, int) or self.depth < 1):
             raise TextMatchError(f"depth must be a positive integer or None, got {self.depth!r}")
 
+    def describe(self) -> str:
+        """One line for help texts and reports, e.g. "hybrid, weighted collection-zscore fusion,
+        dense weight 0.75"."""
+        if self.mode != "hybrid":
+            return self.mode
+        if self.fusion == "rrf":
+            return f"hybrid, RRF (k {self.rrf_k})"
+        extra = f", second passage {self.second_passage_weight}" if self.second_passage_weight else ""
+        return f"hybrid, weighted {self.normalization} fusion, dense weight {self.dense_weight}{extra}"
+
     def with_changes(self, **changes: Any) -> "SearchSettings":
         """These settings with the non-None `changes` applied (and checked)."""
         unknown = set(changes) - set(self.to_dict())
