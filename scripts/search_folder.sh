@@ -12,4 +12,4 @@ textmatch index --corpus "$FOLDER" --output "$INDEX" --no-progress
 if [ "$#" -eq 0 ]; then
   set -- "how do I upload my model for others" "the classifier should refuse unrelated questions"
 fi
-textmatch search --index "$INDEX" --top-k 3 --mode hybrid "$@"
+textmatch search --index "$INDEX" --top-k 3 "$@"  # hybrid: the default search
