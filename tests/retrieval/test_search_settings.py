@@ -247,3 +247,15 @@ def test_title_boost_and_bm25_parameters(tiny_bert_model, tmp_path):
     for bad in ({"bm25_title_boost": -1}, {"bm25_title_boost": 1.5}, {"bm25_k1": -0.1}, {"bm25_b": 2}):
         with pytest.raises(TextMatchError, match=next(iter(bad))):
             IndexConfig(**bad)
+
+
+@pytest.mark.parametrize("kind", ["flat", "hnsw"])
+def test_old_faiss_indexes_read_their_moments_back(tiny_bert_model, tmp_path, kind):
+    pytest.importorskip("faiss")
+    r = Retriever.build(tiny_bert_model, make_corpus(), tmp_path / "i", IndexConfig(index_kind=kind), show_progress_bar=False)
+    stored = np.load(tmp_path / "i" / "passage_stats.npy")
+    (tmp_path / "i" / "passage_stats.npy").unlink()  # an index from before the file (and before manifests)
+    (tmp_path / "i" / MANIFEST_NAME).unlink()
+    old = Retriever.load(tmp_path / "i", model=tiny_bert_model)
+    assert old.embedding_moments() == pytest.approx(stored, abs=1e-4)
+    assert [[d for d, _ in h] for h in old.search(QUERIES, top_k=4)] == [[d for d, _ in h] for h in r.search(QUERIES, top_k=4)]

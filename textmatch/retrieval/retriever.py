@@ -204,7 +204,7 @@ class Retriever:
             stats = passage_moments(embeddings)
             if existing is not None:
                 try:
-                    stats = stats + existing._moments()
+                    stats = stats + existing.embedding_moments()
                 except TextMatchError:  # an index from before the statistics, whose vectors cannot be read back
                     stats = None
             if stats is not None:
@@ -380,13 +380,18 @@ class Retriever:
 
     def _has_phrases(self, doc: str, phrases: list[str]) -> bool:
         """Whether one passage of `doc` contains every phrase (textmatch.retrieval.phrases)."""
-        if self._passages is None:
-            self._passages = read_passages(self.folder)
+        passages = self._passage_rows()
         if self._doc_passages is None:
             self._doc_passages = {}
-            for pos, passage in enumerate(self._passages):
+            for pos, passage in enumerate(passages):
                 self._doc_passages.setdefault(passage.doc_id, []).append(pos)
-        return any(contains_phrases(self._passages[p].text, phrases) for p in self._doc_passages.get(doc, ()))
+        return any(contains_phrases(passages[p].text, phrases) for p in self._doc_passages.get(doc, ()))
+
+    def _passage_rows(self) -> list[Passage]:
+        """passages.jsonl, read once (hits and phrases need the texts; plain search does not)."""
+        if self._passages is None:
+            self._passages = read_passages(self.folder)
+        return self._passages
 
     def _collapse(self, scores: np.ndarray, ids: list[list[str]], second: float = 0.0,
                   ) -> tuple[Run, dict[str, dict[str, int]]]:
@@ -416,7 +421,7 @@ class Retriever:
         emb = np.ascontiguousarray(emb, dtype=np.float32)
         scores, ids = self.vectors.search(emb, min(depth, self.vectors.ntotal))  # (m, depth)
         if standardize:
-            mean, std = dense_score_moments(emb, self._moments())  # (m,), (m,)
+            mean, std = dense_score_moments(emb, self.embedding_moments())  # (m,), (m,)
             scores = (scores - mean[:, None]) / std[:, None]
         return self._collapse(scores, ids, second)
 
@@ -428,9 +433,10 @@ class Retriever:
             scores = (scores - mean[:, None]) / std[:, None]
         return self._collapse(scores, ids, second)
 
-    def _moments(self) -> np.ndarray:
+    def embedding_moments(self) -> np.ndarray:
         """The passage embeddings' moments (`passage_moments`), from passage_stats.npy; an index
-        built before the file existed computes them from its vectors when it keeps them (exact)."""
+        built before the file existed computes them from its vectors where they can be read back
+        (exact, FAISS flat or HNSW), else a TextMatchError says how to fix it."""
         if self._stats is None:
             path = self.folder / STATS_FILE
             if path.is_file():
@@ -457,14 +463,13 @@ class Retriever:
         document's title and the passage that scored it (in hybrid mode the dense run's best
         passage of the document, else BM25's): what a person reads to judge the hit."""
         ranked, where = self._search(queries, top_k, **settings)
-        if self._passages is None:
-            self._passages = read_passages(self.folder)
+        passages = self._passage_rows()
         out = []
         for qi, hits in enumerate(ranked):
             row = []
             for rank, (doc, score) in enumerate(hits, 1):
                 pos = next(w[str(qi)][doc] for w in where if doc in w.get(str(qi), {}))
-                passage = self._passages[pos]
+                passage = passages[pos]
                 row.append(SearchHit(id=doc, score=score, rank=rank, title=passage.title, passage=passage.text,
                                      passage_index=pos))
             out.append(row)
