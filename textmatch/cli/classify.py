@@ -38,6 +38,7 @@ from .common import (
     training_runtime,
     with_support,
 )
+from .explain_table import render_explanations
 
 # `train` flags that set a training argument of the same name; left out, the argument keeps its
 # default. (--lr and --seed serve retrieval training too, and --max-steps only it.)
@@ -64,6 +65,11 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--threshold", type=float, default=None,
                    help="out-of-scope threshold on the best class probability: below it the label is 'oos'")
     p.add_argument("--top-k", type=int, default=3, help="classes listed per text in --json output (default: 3)")
+    p.add_argument("--explain", action="store_true",
+                   help="show why: the support examples with the largest attention weight (eq. 2), the best example "
+                        "of the runner-up class and which head decided (with --json: an 'explanation' per text)")
+    p.add_argument("--evidence", type=int, default=3, metavar="K",
+                   help="with --explain: support examples (or prototypes) listed per text (default: 3)")
     p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
     p.add_argument("texts", nargs="*", metavar="TEXT", help="texts to label (default: read lines from stdin)")
     add_data_columns(p, "the support set (split 'train' unless --split)")
@@ -126,7 +132,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
     texts = read_lines_or(args.texts, "texts")
     if args.top_k < 1:
         raise TextMatchError(f"--top-k must be at least 1, got {args.top_k}")
+    if args.evidence < 1:
+        raise TextMatchError(f"--evidence must be at least 1, got {args.evidence}")
     model = with_support(load_model(args), args, args.split or "train")
+    if args.explain:
+        return explain_predictions(model, texts, args)
     prediction = model.classify(texts, batch_size=args.batch_size, threshold=args.threshold)  # one encoding per text
     rows = []
     for text, label, p in zip(texts, prediction.labels, prediction.probabilities):
@@ -142,6 +152,18 @@ def cmd_predict(args: argparse.Namespace) -> int:
     else:
         for row in rows:
             print(f"{row['label']}\t{row['score']:.3f}\t{row['text']}")
+    return EXIT_OK
+
+
+def explain_predictions(model: Any, texts: list[str], args: argparse.Namespace) -> int:
+    """`predict --explain`: one explanation per text, as a table or (--json) as data."""
+    explanations = model.explain(texts, top_k=args.evidence, batch_size=args.batch_size, threshold=args.threshold)
+    if args.json:
+        rows = [{"text": d["text"], "label": d["label"], "score": d["probability"], "explanation": d}
+                for d in (e.to_dict() for e in explanations)]
+        emit_json({"model": args.model, "threshold": args.threshold, "predictions": rows})
+    else:
+        print(render_explanations(explanations))
     return EXIT_OK
 
 

@@ -17,7 +17,7 @@ import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Hashable, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Hashable, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -42,6 +42,9 @@ from ..hub.resolution import DEFAULT_MODEL, require_safetensors, resolve_model
 from . import heads, label_names, matching
 from .card_data import ModelCardData
 from .encoders import Encoder, QueryFCE, SupportFCE, TransformerEncoder, encoder_class
+
+if TYPE_CHECKING:
+    from .explanations import Explanation
 
 FORMAT_VERSION = 1
 LIBRARY_NAME = "textmatch"
@@ -150,6 +153,18 @@ class SupportView(NamedTuple):
     emb: torch.Tensor  # g(S), (n_support + n_names, dim): the examples, then the class names (label_names)
     label_ids: torch.Tensor  # (n_support + n_names,)
     head: tuple[torch.Tensor, torch.Tensor] | None = None  # logistic regression W (n_classes, dim), b (n_classes,)
+    texts: tuple[str, ...] = ()  # the text of each row of emb: the support examples, then the class names
+    n_examples: int = 0  # rows [0, n_examples) are support examples (positions in support_texts); the rest class names
+
+
+class ScoreDetails(NamedTuple):
+    """What `MatchingNetwork.score_details` computes for n queries against one support view."""
+
+    query: torch.Tensor  # f(x, S), (n, dim)
+    similarity: torch.Tensor  # c(f(x), g(x_i)) for every support row, (n, n_rows)
+    matching: torch.Tensor  # P(y | x, S) of eq. 1, (n, n_classes)
+    logreg: torch.Tensor | None  # the logistic regression's probabilities, (n, n_classes), or None
+    probabilities: torch.Tensor  # the head's (config.head), (n, n_classes)
 
 
 def tokenize_chunks(encoder: Encoder, texts: Sequence[str], batch_size: int) -> dict[str, Any]:
@@ -563,14 +578,20 @@ class MatchingNetwork(nn.Module):
                 features = self.embed(self.query_encoder, texts, 64)  # (n_support, dim)
         return heads.fit_logistic_regression(heads.head_features(features.detach()), label_ids, n_classes, self.config.logreg_c)
 
-    def _support_view(self) -> SupportView:
+    def support_view(self) -> SupportView:
+        """The support set as the matching layer reads it, taken at once under the lock: the
+        classes, g(S) with the class-name rows after the examples (label_names), each row's class
+        position and the logistic regression. One view serves a whole prediction (or explanation,
+        or diagnosis), so a concurrent `fit` cannot mix two support sets into it."""
         with self._support_lock:
             if self._support_emb is None or self._support_label_ids is None or self._support_base is None:
                 raise TextMatchError("the model has no support set yet; call model.fit(texts, labels) first")
             stale_names = len(self._support_emb) != len(self.support_texts) + len(self.label_examples(self.classes_)[0])
             if stale_names or (self.config.head != "matching" and self._head is None):  # config changed after fit
                 self._set_support(self.support_texts, self.support_labels, self._support_base)
-            return SupportView(list(self.classes_), self._support_emb, self._support_label_ids, self._head)
+            texts = tuple(self.support_texts) + tuple(self.label_examples(self.classes_)[0])
+            return SupportView(list(self.classes_), self._support_emb, self._support_label_ids, self._head, texts,
+                               len(self.support_texts))
 
     def _load_support(self, texts: list[str], labels: list[Hashable], embeddings_file: Path) -> None:
         base = None
@@ -601,9 +622,16 @@ class MatchingNetwork(nn.Module):
         """Eq. 1 for precomputed f'(x) embeddings (n, dim), e.g. from `encode(..., normalize_embeddings=False)`:
         class probabilities (n, n_classes) in `classes_` order and each query's best raw
         similarity to any support example (n,). FCE, when on, is applied here."""
-        return self._score_view(query_base, self._support_view())
+        return self._score_view(query_base, self.support_view())
 
     def _score_view(self, query_base: torch.Tensor, view: SupportView) -> tuple[torch.Tensor, torch.Tensor]:
+        details = self.score_details(query_base, view)
+        return details.probabilities, details.similarity.max(dim=-1).values  # (n, n_classes), (n,)
+
+    def score_details(self, query_base: torch.Tensor, view: SupportView) -> "ScoreDetails":
+        """Everything the heads compute for f'(x) embeddings (n, dim) against one support view:
+        f(x, S), the similarities c(f(x), g(x_i)) to every support row, eq. 1's probabilities,
+        the logistic regression's (None with the matching head) and the head's combination."""
         if query_base.ndim != 2 or query_base.shape[-1] != view.emb.shape[-1]:
             raise TextMatchError(
                 f"query embeddings must have shape (n, {view.emb.shape[-1]}), got {tuple(query_base.shape)}"
@@ -612,15 +640,15 @@ class MatchingNetwork(nn.Module):
             f_base = query_base.to(self.device, view.emb.dtype)
             f = self.query_embeddings(f_base, view.emb)  # (n, dim)
             lp = self.log_probs(f, view.emb, view.label_ids, len(view.classes))  # (n, n_classes)
-            sim = matching.similarity(f, view.emb, self.config.metric)  # type: ignore[arg-type]
+            sim = matching.similarity(f, view.emb, self.config.metric)  # type: ignore[arg-type]  # (n, n_rows)
             lr = heads.logreg_probs(heads.head_features(f_base), *view.head) if view.head is not None else None  # (n, n_classes)
             probs = heads.combine(self.config.head, lp.exp(), lr)
-            return probs, sim.max(dim=-1).values  # (n, n_classes), (n,)
+            return ScoreDetails(f, sim, lp.exp(), lr, probs)
 
     def _scores(self, texts: Sequence[str], batch_size: int) -> tuple[torch.Tensor, torch.Tensor, list[Hashable]]:
         """Class probabilities (n, n_classes), best raw similarity to any support (n,), and the
         classes of the columns: all from one support set."""
-        view = self._support_view()
+        view = self.support_view()
         queries = validate_texts(texts, "query")
         probs, best_sim = [], []
         with torch.inference_mode(), _eval_mode(self):
@@ -647,6 +675,19 @@ class MatchingNetwork(nn.Module):
             score = probs.max(dim=-1).values if self.config.threshold_metric == "probability" else best_sim
             labels = [self.config.oos_label if s < threshold else y for y, s in zip(labels, score.tolist())]
         return Prediction(labels, probs.numpy(), best_sim.numpy(), classes)
+
+    def explain(self, texts: Sequence[str], top_k: int = 3, batch_size: int = 64, threshold: float | None = None,
+                nearest_examples: int = 2) -> list["Explanation"]:
+        """Why each text gets its label: the predicted label and its probability, the `top_k`
+        support examples by attention weight a(x, x_i) of eq. 2 (text, label, weight, cosine),
+        and the best example of the runner-up class; with another head than eq. 1, that head's
+        probabilities beside eq. 1's and which one decided; with prototypes, the class
+        prototypes and their `nearest_examples` nearest support examples. See
+        textmatch.core.explanations."""
+        from .explanations import explain
+
+        return explain(self, texts, top_k=top_k, batch_size=batch_size, threshold=threshold,
+                       nearest_examples=nearest_examples)
 
     def predict_proba(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
         """P(y | x, S) of eq. 1 for each text: (n_texts, n_classes), columns in `classes_` order."""
