@@ -298,3 +298,25 @@ def test_train_refuses_before_training_not_after(tiny_bert_dir, files, capsys, t
                         "--no-progress"], capsys)
     assert code == 2 and "config.json is not a file textmatch wrote" in err, err
     assert (out / "config.json").read_text() == "{}"
+
+
+def test_predict_explain_table_and_json(tiny_bert_dir, files, capsys):
+    argv = ["predict", "--model", tiny_bert_dir, "--support", files["support"], "--explain", "--evidence", "2",
+            "rain forecast today", "play my playlist"]
+    code, out, err = run(argv + ["--json"], capsys)
+    assert code == 0, err
+    doc = json.loads(out)
+    for p in doc["predictions"]:
+        e = p["explanation"]
+        assert p["label"] == e["label"] and p["score"] == e["probability"] and e["decided_by"] == "matching"
+        assert len(e["evidence"]) == 2 and e["evidence"][0]["weight"] >= e["evidence"][1]["weight"]
+        assert e["runner_up_evidence"]["label"] == e["runner_up"] != e["label"]
+    code, out, err = run(argv, capsys)
+    assert code == 0, err
+    blocks = out.strip().split("\n\n")
+    assert len(blocks) == 2 and blocks[0].splitlines()[0] == "rain forecast today"
+    first = doc["predictions"][0]["explanation"]
+    assert f"-> {first['label']}  p={first['probability']:.3f}" in blocks[0]
+    assert first["evidence"][0]["text"] in blocks[0] and "runner-up " + first["runner_up"] in blocks[0]
+    code, _, err = run(argv[:-2] + ["--evidence", "0", "x"], capsys)
+    assert code == 2 and "--evidence" in err

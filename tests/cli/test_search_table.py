@@ -170,3 +170,20 @@ def test_search_prints_a_table_and_json_is_unchanged(tiny_bert_dir, tmp_path, ca
     hits = doc["results"][0]["hits"]
     assert sorted(h["id"] for h in hits) == ["d0", "d1", "d2"]
     assert all(set(h) == {"id", "score"} and isinstance(h["score"], float) for h in hits)
+
+
+def test_explained_hits_show_passage_and_run_ranks():
+    from dataclasses import replace
+
+    from textmatch.cli.search_table import render_explained, run_ranks
+
+    long = " ".join(f"word{i}" for i in range(200))
+    fused = replace(hit(text=long, index=7), dense_rank=3, dense_score=1.25, bm25_rank=None, bm25_score=None)
+    assert run_ranks(fused) == "dense rank 3 (1.25), not retrieved by BM25"
+    out = render_explained("word5", [fused], width=80, max_lines=3).splitlines()
+    at = out.index("   1. d1: passage #7; dense rank 3 (1.25), not retrieved by BM25")
+    body = out[at + 1:]
+    assert len(body) == 3 and all(line.startswith("      ") and len(line) <= 80 for line in body)
+    assert body[-1].endswith("…")
+    plain = render_explained("word5", [fused], width=80, hybrid=False).splitlines()
+    assert "   1. d1: passage #7" in plain

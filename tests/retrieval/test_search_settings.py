@@ -166,6 +166,41 @@ def test_search_hits_carry_title_and_passage(built):
         assert h.title == h.id.split("-")[0] and h.passage.startswith(f"{h.title}. ")
 
 
+def test_hybrid_hits_say_where_they_came_from(built):
+    """search_hits in hybrid mode: each hit's rank in the dense and the BM25 run is its rank in a
+    search of that mode alone (the collection z-scores are a per-query affine map: same order)."""
+    query = "pizza burger rain"
+    hits = built.search_hits([query], top_k=5, depth=200)[0]
+    dense = [d for d, _ in built.search([query], top_k=200, mode="dense", depth=200)[0]]
+    bm25 = [d for d, _ in built.search([query], top_k=200, mode="bm25", depth=200)[0]]
+    for h in hits:
+        assert h.dense_rank == dense.index(h.id) + 1
+        assert h.bm25_rank == (bm25.index(h.id) + 1 if h.id in bm25 else None)
+        assert built.passage_docs[h.passage_index] == h.id
+        want = 0.75 * h.dense_score + 0.25 * (h.bm25_score or 0.0) if h.bm25_score is not None else None
+        if want is not None:
+            assert h.score == pytest.approx(want, rel=1e-5)  # the fused score is the weighted sum of the two
+    only = built.search_hits([query], top_k=3, mode="dense")[0]
+    assert all(h.bm25_rank is None and h.dense_rank == h.rank for h in only)
+
+
+def test_cli_search_explain(tiny_bert_dir, tmp_path, capsys):
+    beir = write_beir(tmp_path / "beir", make_corpus())
+    out = tmp_path / "idx"
+    assert cli.main(["index", "--model", str(tiny_bert_dir), "--corpus", str(beir), "--output", str(out),
+                     "--no-progress"]) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    args = ["search", "--index", str(out), "--model", str(tiny_bert_dir), "--top-k", "2"]
+    assert cli.main(args + ["--explain", "--json", "pizza burger"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    hit = doc["results"][0]["hits"][0]
+    assert {"passage_index", "passage", "dense_rank", "bm25_rank"} <= set(hit) and doc["mode"] == "hybrid"
+    assert cli.main(args + ["--explain", "--color", "never", "pizza burger"]) == 0
+    text = capsys.readouterr().out
+    assert f"1. {hit['id']}: passage #{hit['passage_index']}; dense rank {hit['dense_rank']}" in text
+    assert hit["passage"][:30] in text.replace("\n      ", " ")
+
+
 def test_cli_index_records_flags_and_search_uses_them(tiny_bert_dir, tmp_path, capsys):
     beir = write_beir(tmp_path / "beir", make_corpus())
     out = tmp_path / "idx"

@@ -33,7 +33,7 @@ from .common import (
     read_lines_or,
     training_runtime,
 )
-from .search_table import COLOR_CHOICES, render_table, want_color
+from .search_table import COLOR_CHOICES, render_explained, render_table, want_color
 
 
 def add_parsers(sub: Any) -> None:
@@ -78,6 +78,9 @@ def add_parsers(sub: Any) -> None:
     add_index_model_flags(p)
     p.add_argument("--top-k", type=int, default=10, help="documents per query (default: 10)")
     add_search_flags(p, "default: what the index records, see `textmatch index`")
+    p.add_argument("--explain", action="store_true",
+                   help="show why: each hit's best-matching passage (its position in the index) and, in hybrid mode, "
+                        "the document's rank and score in the dense and the BM25 run (with --json: every SearchHit field)")
     p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
     p.add_argument("--color", default="auto", choices=COLOR_CHOICES,
                    help="highlight the query's terms in the table: auto (on a terminal, unless NO_COLOR is set), "
@@ -218,15 +221,21 @@ def cmd_search(args: argparse.Namespace) -> int:
         raise TextMatchError(f"--top-k must be a positive integer, got {args.top_k}")
     queries = read_lines_or(args.queries, "queries")
     retriever = load_index(args.index, args)
-    search = retriever.search if args.json else retriever.search_hits  # hits: titles and passages too
+    plain_json = args.json and not args.explain
+    search = retriever.search if plain_json else retriever.search_hits  # hits: titles and passages too
     results = search(queries, top_k=args.top_k, **search_changes(args))
     settings = retriever.search_settings.with_changes(**search_changes(args))
-    if args.json:
+    if plain_json:
         emit_json({"index": args.index, "mode": settings.mode, "results": [
             {"query": q, "hits": [{"id": d, "score": s} for d, s in hits]} for q, hits in zip(queries, results)]})
+    elif args.json:  # --explain --json: each hit with its passage and, in hybrid mode, its run ranks
+        emit_json({"index": args.index, "mode": settings.mode, "search": settings.to_dict(), "results": [
+            {"query": q, "hits": [hit.to_dict() for hit in hits]} for q, hits in zip(queries, results)]})
     else:
         color = want_color(args.color, sys.stdout.isatty(), os.environ)
-        print("\n\n".join(render_table(q, hits, color=color) for q, hits in zip(queries, results)))
+        hybrid = settings.mode == "hybrid"
+        print("\n\n".join(render_explained(q, hits, color=color, hybrid=hybrid) if args.explain
+                           else render_table(q, hits, color=color) for q, hits in zip(queries, results)))
     return EXIT_OK
 
 

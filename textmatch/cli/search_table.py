@@ -157,6 +157,36 @@ def render_table(query: str, hits: Sequence[SearchHit], width: int | None = None
     return "\n".join(out)
 
 
+def run_ranks(hit: SearchHit) -> str:
+    """In hybrid mode, 'dense rank 2 (0.8123), BM25 rank 1 (14.2)': where the fused hit came from."""
+    parts = []
+    for name, rank, score in (("dense", hit.dense_rank, hit.dense_score), ("BM25", hit.bm25_rank, hit.bm25_score)):
+        parts.append(f"{name} rank {rank} ({score:.4g})" if rank is not None and score is not None
+                     else f"not retrieved by {name}")
+    return ", ".join(parts)
+
+
+def render_explained(query: str, hits: Sequence[SearchHit], width: int | None = None, color: bool = False,
+                     hybrid: bool = True, max_lines: int = 4) -> str:
+    """`search --explain`: the table, then for each hit the passage that scored it (its index
+    position, at most `max_lines` wrapped lines, query words highlighted) and, in hybrid mode,
+    the document's rank in the dense and the BM25 run."""
+    import textwrap
+
+    width = max(MIN_WIDTH, width or shutil.get_terminal_size().columns)
+    out = [render_table(query, hits, width, color)]
+    style = BOLD_YELLOW if color else PLAIN
+    terms = query_terms(query)
+    for hit in hits:
+        ranks = run_ranks(hit) if hybrid else ""
+        out.append(f"{hit.rank:>4}. {clean(hit.id)}: passage #{hit.passage_index}" + (f"; {ranks}" if ranks else ""))
+        lines = textwrap.wrap(clean(hit.passage), width - 6) or [""]
+        if len(lines) > max_lines:
+            lines = lines[:max_lines - 1] + [fit(lines[max_lines - 1] + " " + ELLIPSIS, width - 6)]
+        out += ["      " + highlight(line, terms, style) for line in lines]
+    return "\n".join(out)
+
+
 def want_color(choice: str, is_tty: bool, environ: Mapping[str, str]) -> bool:
     """--color: "always", "never", or "auto" (colour on a terminal, unless NO_COLOR is set to a
     non-empty value, as no-color.org asks)."""

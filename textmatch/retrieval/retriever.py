@@ -17,7 +17,7 @@ import json
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -36,6 +36,7 @@ from ..files import (
 from .corpus import checked_documents, read_corpus, split_passages
 from .fusion import Run
 from .phrases import contains_phrases, split_phrases
+from .ranking import rank_run
 from .ranking import top_k as best
 from .search_settings import (
     DEFAULT_SEARCH,
@@ -326,8 +327,9 @@ class Retriever:
                             **settings)[0]
 
     def _search(self, queries: Sequence[str], top_k: int = 10, **changes: Any,
-                ) -> tuple[list[list[tuple[str, float]]], list[dict[str, dict[str, int]]]]:
-        """search's hits, and for each run {query: {doc: its best passage's position}}."""
+                ) -> tuple[list[list[tuple[str, float]]], list[dict[str, dict[str, int]]], dict[str, Run]]:
+        """search's hits; for each run {query: {doc: its best passage's position}}; and the runs
+        themselves by name ("dense", "bm25"), documents with the scores that were fused."""
         from ..data.validation import validate_texts
 
         if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k <= 0:
@@ -348,7 +350,7 @@ class Retriever:
                 depth = max(depth, PHRASE_DEPTH)
         # z-scores over the collection: standardise each run's passage scores, then fuse them as they are
         standardize = mode == "hybrid" and fusion == "weighted" and settings.normalization == "collection-zscore"
-        runs = []
+        runs, names = [], [name for name in ("dense", "bm25") if mode in (name, "hybrid")]
         try:
             if mode in ("dense", "hybrid"):
                 runs.append(self._dense_run(queries, depth, settings.second_passage_weight, standardize))
@@ -376,7 +378,7 @@ class Retriever:
                 run[str(i)] = {doc: score for doc, score in docs.items() if self._has_phrases(doc, wanted)}
         # (doc_id, score) best first by the one ranking rule: score descending, ties by id descending
         hits = [[(doc, float(score)) for doc, score in best(run.get(str(i), {}), top_k)] for i in range(len(queries))]
-        return hits, wheres
+        return hits, wheres, dict(zip(names, runs))
 
     def _has_phrases(self, doc: str, phrases: list[str]) -> bool:
         """Whether one passage of `doc` contains every phrase (textmatch.retrieval.phrases)."""
@@ -460,18 +462,26 @@ class Retriever:
 
     def search_hits(self, queries: Sequence[str], top_k: int = 10, **settings: Any) -> list[list[SearchHit]]:
         """As `search` (same arguments), but each hit is a `SearchHit` that also carries the
-        document's title and the passage that scored it (in hybrid mode the dense run's best
-        passage of the document, else BM25's): what a person reads to judge the hit."""
-        ranked, where = self._search(queries, top_k, **settings)
+        document's title, the passage that scored it (in hybrid mode the dense run's best
+        passage of the document, else BM25's) and its position in the index, and, for each run
+        that was searched, the document's rank and score in that run: in hybrid mode the dense
+        and BM25 ranks a fused hit came from (None where that run did not retrieve it)."""
+        ranked, where, runs = self._search(queries, top_k, **settings)
         passages = self._passage_rows()
         out = []
         for qi, hits in enumerate(ranked):
+            run_ranks = {name: {doc: r for r, doc in enumerate(rank_run(run.get(str(qi), {})), 1)}
+                         for name, run in runs.items()}
             row = []
             for rank, (doc, score) in enumerate(hits, 1):
                 pos = next(w[str(qi)][doc] for w in where if doc in w.get(str(qi), {}))
                 passage = passages[pos]
+                found = {name: (run_ranks[name].get(doc), runs[name].get(str(qi), {}).get(doc)) for name in runs}
+                dense, bm25 = found.get("dense", (None, None)), found.get("bm25", (None, None))
                 row.append(SearchHit(id=doc, score=score, rank=rank, title=passage.title, passage=passage.text,
-                                     passage_index=pos))
+                                     passage_index=pos, dense_rank=dense[0], bm25_rank=bm25[0],
+                                     dense_score=None if dense[1] is None else float(dense[1]),
+                                     bm25_score=None if bm25[1] is None else float(bm25[1])))
             out.append(row)
         return out
 
@@ -479,7 +489,11 @@ class Retriever:
 @dataclass(frozen=True)
 class SearchHit:
     """One document found by `Retriever.search_hits`: its id, score and 1-based rank, its title,
-    and the text (title first) and index position of the passage that scored it."""
+    and the text (title first) and index position of the passage that scored it. dense_rank /
+    bm25_rank: the document's 1-based rank in the dense and the BM25 run (None where that run
+    was not searched or did not retrieve the document within its depth); dense_score /
+    bm25_score: its score there (cosine or BM25, or their collection z-scores when the weighted
+    fusion standardises them)."""
 
     id: str
     score: float
@@ -487,6 +501,13 @@ class SearchHit:
     title: str
     passage: str
     passage_index: int
+    dense_rank: int | None = None
+    bm25_rank: int | None = None
+    dense_score: float | None = None
+    bm25_score: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 # -- helpers ---------------------------------------------------------------------------------------
