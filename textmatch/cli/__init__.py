@@ -16,10 +16,10 @@ import warnings
 from typing import Sequence
 
 from ..errors import TextMatchError
-from . import classify, pretrain, retrieve, share
+from . import classify, inspect, pretrain, retrieve, share
 from .common import EXIT_INTERNAL, EXIT_USAGE, Parser, quiet_libraries
 
-COMMAND_GROUPS = (classify, pretrain, retrieve, share)
+COMMAND_GROUPS = (classify, inspect, pretrain, retrieve, share)
 
 
 def build_parser() -> argparse.ArgumentParser:

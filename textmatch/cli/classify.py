@@ -16,12 +16,14 @@ from ..classification import (
     TrainingArguments,
     classification_report,
 )
+from ..classification.evaluation_plots import classify_for_plots, evaluation_figures
 from ..classification.training import episode_shape, with_label_examples
 from ..core.episodes import EpisodeSampler
 from ..core.modeling import is_textmatch_folder
 from ..data import FILE_BUILDERS, column_values, load_text_dataset
 from ..errors import TextMatchError
 from ..hub import DEFAULT_MODEL
+from ..plots import require_matplotlib, write_figures
 from .common import (
     DATA_HELP,
     EXIT_OK,
@@ -31,10 +33,12 @@ from .common import (
     add_runtime,
     add_training_runtime,
     architecture_overrides,
+    check_plot_folder,
     emit_json,
     load_model,
     read_labelled,
     read_lines_or,
+    training_curves,
     training_runtime,
     with_support,
 )
@@ -82,6 +86,10 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--support", help=f"labelled examples; {DATA_HELP}. Optional when the model was saved with one")
     p.add_argument("--test", help=f"labelled test texts; {DATA_HELP}. Or use --dataset")
     p.add_argument("--threshold", type=float, default=None, help="out-of-scope threshold (see predict)")
+    p.add_argument("--plot", metavar="DIR",
+                   help="write plots into DIR: confusion_matrix.png (the classes with errors), per_class_f1.png, "
+                        "embedding_map.png (support set in 2-D, test errors marked) and, with a threshold or test rows "
+                        "labelled with the out-of-scope label, oos_threshold.png (needs pip install 'textmatch[plots]')")
     p.add_argument("--record", action="store_true",
                    help="store accuracy and macro F1 in the model card of the --model folder (saved by textmatch), "
                         "with the support set and threshold they were measured with")
@@ -178,8 +186,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         texts, gold = read_labelled(args.test, args, "test")
     else:
         texts, gold = read_labelled(args.dataset, args, "test", args.split or "test")
+    if args.plot:
+        require_matplotlib()  # before encoding anything
+        check_plot_folder(args.plot)
     start = time.perf_counter()
-    predicted = [str(y) for y in model.predict(texts, batch_size=args.batch_size, threshold=args.threshold)]
+    if args.plot:  # the embeddings are kept for the map: one encoding of each text still
+        prediction, query_embeddings = classify_for_plots(model, texts, args.batch_size, args.threshold)
+    else:
+        prediction = model.classify(texts, batch_size=args.batch_size, threshold=args.threshold)
+    predicted = [str(y) for y in prediction.labels]
     seconds = time.perf_counter() - start
     report = classification_report(gold, predicted)
     unseen = sorted(set(gold) - {str(c) for c in model.classes_} - {model.config.oos_label})
@@ -202,9 +217,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         model.model_card_data.add_eval_result(test_name, split, metrics)
         model.save_pretrained(args.model)
         report["recorded_in"] = args.model
+    if args.plot:
+        figures = evaluation_figures(model, gold, prediction, query_embeddings, report, report["threshold"],
+                                     title=Path(args.test).stem if args.test else str(args.dataset))
+        report["plots"] = [str(p) for p in write_figures(args.plot, figures)]
     if args.json:
         emit_json(report)
     else:
+        for path in report.get("plots", []):
+            print(f"wrote {path}")
         print(f"accuracy {report['accuracy']:.4f} on {report['n']} texts "
               f"({len(model.classes_)} classes, {len(model.support_texts)} support examples)")
         print(f"macro F1 {report['macro_f1']:.4f}; prediction took {seconds:.1f} s")
@@ -262,6 +283,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     }
     if contrastive is not None:
         summary["contrastive"] = contrastive
+    curves = training_curves(training_args.output_dir)
+    if curves is not None:
+        summary["training_curves"] = curves
     if args.json:
         emit_json(summary)
     else:

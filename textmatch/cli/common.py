@@ -8,6 +8,7 @@ import json
 import os
 import sys
 import warnings
+from pathlib import Path
 from typing import Any
 
 from ..backends import BACKENDS
@@ -214,6 +215,32 @@ def read_lines_or(args_list: list[str], what: str) -> list[str]:
 
 def backend_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return {"backend": getattr(args, "backend", "torch"), "num_threads": getattr(args, "threads", None)}
+
+
+def check_plot_folder(folder: str) -> None:
+    """Raise now what writing the plots of `evaluate --plot` into `folder` would raise at the end
+    (a file of yours with a plot's name, a model or index folder, no permission)."""
+    from ..classification.evaluation_plots import EVALUATION_PLOTS
+    from ..files import check_target
+    from ..plots.common import PLOTS_KIND
+
+    check_target(folder, PLOTS_KIND, [f"{name}.png" for name in EVALUATION_PLOTS])
+
+
+def training_curves(run_dir: str) -> str | None:
+    """Write training_curves.png next to the run's training_log.jsonl (textmatch.plots) and
+    return its path; without matplotlib (or without a log) one line on stderr says why not."""
+    from ..core.callbacks import LOG_NAME
+    from ..plots import plot_training_log
+
+    log = Path(run_dir) / LOG_NAME
+    if not log.is_file():
+        return None
+    try:
+        return str(plot_training_log(log))
+    except TextMatchError as exc:
+        print(f"training curves skipped: {exc}", file=sys.stderr)
+        return None
 
 
 def emit_json(doc: Any) -> None:

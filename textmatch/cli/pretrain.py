@@ -26,6 +26,7 @@ from .common import (
     emit_json,
     load_model,
     read_labelled,
+    training_curves,
     training_runtime,
 )
 
@@ -130,6 +131,9 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         "processes": training_args.world_size,
         "arguments": model.model_card_data.training_args,
     }
+    curves = training_curves(training_args.output_dir)
+    if curves is not None:
+        summary["training_curves"] = curves
     if args.json:
         emit_json(summary)
     else:

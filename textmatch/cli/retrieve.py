@@ -31,6 +31,7 @@ from .common import (
     emit_json,
     load_model,
     read_lines_or,
+    training_curves,
     training_runtime,
 )
 from .search_table import COLOR_CHOICES, render_explained, render_table, want_color
@@ -140,6 +141,9 @@ def cmd_train_retrieval(args: argparse.Namespace) -> int:
                "n_queries": len(data.qrels), "hard_negatives": args.hard_negatives,
                "model_negatives": training_args.model_negatives, "mining_seconds": round(trainer.mining_seconds, 1),
                "processes": training_args.world_size, "arguments": model.model_card_data.training_args}
+    curves = training_curves(training_args.output_dir)
+    if curves is not None:
+        summary["training_curves"] = curves
     if args.json:
         emit_json(summary)
     else:

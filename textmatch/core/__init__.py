@@ -4,6 +4,7 @@ Classification and retrieval both stand on it; it imports neither, nor the model
 """
 
 from .card_data import ModelCardData
+from .diagnostics import SupportDiagnostics, diagnose_support
 from .encoders import BiLSTMEncoder, Encoder, TransformerEncoder
 from .episodes import Episode, EpisodeSampler
 from .modeling import MatchingNetwork, MatchingNetworkConfig, is_textmatch_folder
@@ -17,7 +18,9 @@ __all__ = [
     "MatchingNetwork",
     "MatchingNetworkConfig",
     "ModelCardData",
+    "SupportDiagnostics",
     "TrainOutput",
     "TransformerEncoder",
+    "diagnose_support",
     "is_textmatch_folder",
 ]

@@ -675,6 +675,18 @@ class MatchingNetwork(nn.Module):
         config), texts whose best probability (or similarity, see `threshold_metric`) is below
         it get `oos_label`."""
         probs, best_sim, classes = self._scores(texts, batch_size)
+        return self._labelled(probs, best_sim, classes, threshold)
+
+    def classify_embeddings(self, query_base: torch.Tensor, threshold: float | None = None) -> Prediction:
+        """`classify` for precomputed f'(x) embeddings (n, dim), e.g. `encode(texts,
+        normalize_embeddings=False, convert_to_tensor=True)` kept for plots: the same labels,
+        probabilities and best similarities, without encoding the texts again."""
+        view = self.support_view()
+        probs, best_sim = self._score_view(query_base, view)
+        return self._labelled(probs.cpu(), best_sim.cpu(), view.classes, threshold)
+
+    def _labelled(self, probs: torch.Tensor, best_sim: torch.Tensor, classes: list[Hashable],
+                  threshold: float | None) -> Prediction:
         threshold = self.config.threshold if threshold is None else threshold
         check_threshold(threshold, self.config.threshold_metric, self.config.metric)
         top = probs.argmax(dim=-1).tolist() if len(probs) else []
