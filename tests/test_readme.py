@@ -189,3 +189,35 @@ def test_stage_examples_run(tmp_path):
     for folder, objective in (("intents-meta", "meta-training"), ("intents-simcse", "contrastive")):
         card = (cwd / "runs" / folder / "README.md").read_text(encoding="utf-8")
         assert "### Earlier training" in card and objective in card, folder
+
+
+def _command_after(marker: str) -> str:
+    lines = [ln for ln in _block_after(marker, "bash").splitlines() if ln.startswith("textmatch ")]
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+def _text_after_command(marker: str) -> str:
+    """The ```text block that follows the command block after `marker`."""
+    match = re.search(re.escape(marker) + r"[^\n]*\n```bash\n.*?```\s*\n```text\n(.*?)```", README, re.S)
+    assert match, f"README has no ```text block after the command of {marker!r}"
+    return match.group(1)
+
+
+def test_explain_example_prints_what_the_readme_shows(tmp_path):
+    cmd = _command_after("<!-- explain-example")
+    result = subprocess.run(cmd, shell=True, cwd=_copy_data(tmp_path), env={**_env(), "COLUMNS": "100"},
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == _text_after_command("<!-- explain-example")
+
+
+def test_inspect_example_prints_the_lines_the_readme_shows(tmp_path):
+    cmd = _command_after("<!-- inspect-example")
+    result = subprocess.run(cmd, shell=True, cwd=_copy_data(tmp_path), env={**_env(), "COLUMNS": "100"},
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    shown = [ln for ln in _text_after_command("<!-- inspect-example").splitlines() if ln.strip() != "..."]
+    assert len(shown) >= 5
+    for line in shown:
+        assert line in result.stdout.splitlines(), line

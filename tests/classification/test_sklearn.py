@@ -144,3 +144,11 @@ def test_model_given_as_saved_folder(bilstm_model, synthetic, tmp_path):
     assert clf.model_.config.threshold == 0.2
     assert list(clf.classes_) == sorted(set(train_labels))
     assert clf.predict_proba(valid_texts).shape == (len(valid_texts), 6)
+
+
+def test_explain_gives_the_labels_predict_gives(bilstm_model, synthetic):
+    train_texts, train_labels, valid_texts, _ = synthetic
+    clf = MatchingNetworkClassifier(model=bilstm_model, num_episodes=0, threshold=0.4).fit(train_texts, train_labels)
+    explanations = clf.explain(valid_texts[:6], top_k=2)
+    assert [e.label for e in explanations] == list(clf.predict(valid_texts[:6]))
+    assert all(len(e.evidence) == 2 and e.evidence[0].text in train_texts for e in explanations)

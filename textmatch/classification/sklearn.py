@@ -70,3 +70,8 @@ class MatchingNetworkClassifier(ClassifierMixin, BaseEstimator):
 
     def predict(self, X: Any) -> np.ndarray:
         return np.asarray(self.model_.predict(list(X), batch_size=self.batch_size))
+
+    def explain(self, X: Any, top_k: int = 3) -> list[Any]:
+        """Why each text gets its label: `MatchingNetwork.explain` of the fitted model (the
+        support examples with the largest attention weight, the runner-up's best example)."""
+        return self.model_.explain(list(X), top_k=top_k, batch_size=self.batch_size)
