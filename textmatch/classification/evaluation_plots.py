@@ -104,8 +104,7 @@ def map_panel(model: Any, gold: Sequence[str], predicted: Sequence[str], query_e
     errors = np.array([g != p for g, p in zip(gold, predicted)])
     n_classes = len(model.classes_)
     return {
-        "title": title or f"{len(model.support_texts)} support examples, {n_classes} classes; "
-                          f"{int(errors.sum())} of {len(gold)} test texts wrong",
+        "title": title or f"{n_classes} classes",
         "support": unit(support.float(), dim=-1).cpu().numpy(),
         "support_labels": [str(y) for y in model.support_labels],
         "queries": unit(query_embeddings.float(), dim=-1).cpu().numpy(),

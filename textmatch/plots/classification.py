@@ -5,6 +5,7 @@ embedding space. Nothing here reads a model: callers pass labels, scores and emb
 from __future__ import annotations
 
 import importlib
+import textwrap
 from collections import Counter
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
@@ -357,7 +358,7 @@ def embedding_map_figure(
     colour_of = dict(zip(classes, class_colours(len(classes))))
     legend = len(classes) <= max_legend
     legend_in = (text_width_in([shorten(c, 24) for c in classes], 8) + 0.6) if legend else 0.0
-    fig = new_figure(5.2 * len(panels) + legend_in, 5.6)
+    fig = new_figure(max(6.4, 5.2 * len(panels) + legend_in), 5.6)
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, panel in zip(axes, panels):
         arrays = [panel["support"]] + ([panel["queries"]] if panel.get("queries") is not None else [])
@@ -389,16 +390,14 @@ def embedding_map_figure(
         ax.tick_params(labelsize=8)
         ax.grid(color="0.93")
         ax.set_axisbelow(True)
+    how = f"{'PCA' if resolved == 'pca' else 'UMAP'} of each panel's support set"
     if legend:
         from matplotlib.lines import Line2D
 
         handles = [Line2D([], [], marker="o", linestyle="", color=colour_of[c], markersize=5, label=shorten(c, 24)) for c in classes]
         fig.legend(handles=handles, loc="outside right upper", fontsize=8, title="class", title_fontsize=9, frameon=False)
-        fig.suptitle(f"{title} ({'PCA' if resolved == 'pca' else 'UMAP'} of each panel's support set)", fontsize=11)
     else:
-        fig.suptitle(
-            f"{title} ({'PCA' if resolved == 'pca' else 'UMAP'} of each panel's support set)\n"
-            f"{len(classes)} classes (legend omitted), one colour each",
-            fontsize=11,
-        )
+        how += f"; {len(classes)} classes (legend omitted), one colour each"
+    width_chars = int(fig.get_size_inches()[0] * 11)  # about 11 characters per inch at 11 pt
+    fig.suptitle("\n".join(textwrap.wrap(title, width_chars) + textwrap.wrap(how, width_chars)), fontsize=11)
     return fig
