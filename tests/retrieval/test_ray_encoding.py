@@ -100,3 +100,21 @@ def test_engine_settings_are_checked():
         RayEngine(backend="tensorrt")
     with pytest.raises(TextMatchError, match="runs on CPUs"):
         RayEngine(backend="onnx-int8", num_gpus=1)
+
+
+def test_cli_index_engine_ray(local_ray, tiny_bert_dir, tmp_path, capsys):
+    from test_retrieval import write_beir
+
+    from textmatch import cli
+
+    beir = write_beir(tmp_path / "beir", make_corpus())
+    base = ["index", "--model", str(tiny_bert_dir), "--corpus", str(beir), "--no-progress", "--index-backend", "exact",
+            "--shard-size", "5"]
+    assert cli.main(base + ["--output", str(tmp_path / "ray"), "--engine", "ray", "--ray-concurrency", "2"]) == 0, \
+        capsys.readouterr().err
+    assert cli.main(base + ["--output", str(tmp_path / "local")]) == 0
+    capsys.readouterr()
+    a, b = np.load(tmp_path / "ray" / "vectors.npy"), np.load(tmp_path / "local" / "vectors.npy")
+    np.testing.assert_allclose(a, b, atol=1e-5)
+    assert cli.main(base + ["--output", str(tmp_path / "x"), "--ray-concurrency", "3"]) == 2
+    assert "--ray-concurrency applies to --engine ray" in capsys.readouterr().err

@@ -14,6 +14,7 @@ from ..errors import TextMatchError
 from ..hub import DEFAULT_MODEL
 from ..retrieval import IndexConfig, Retriever, evaluate_retrieval, load_beir
 from ..retrieval.bm25 import BM25Index, mine_hard_negatives
+from ..retrieval.ray_encoding import ENGINES, RayEngine
 from ..retrieval.search_settings import (
     DEFAULT_SEARCH,
     DENSE_ONLY,
@@ -63,6 +64,15 @@ def add_parsers(sub: Any) -> None:
     add_search_flags(p, f"what the index records as its default search; default: {DEFAULT_SEARCH.describe()} "
                         "(dense with --no-bm25)")
     p.add_argument("--shard-size", type=int, default=2048, help="passages per resumable shard (default: 2048)")
+    p.add_argument("--engine", default="local", choices=ENGINES,
+                   help="where passages are encoded: local (this process) or ray (Ray Data actors, each with the "
+                        "--backend and --threads given: a local Ray instance, or the cluster of --ray-address / "
+                        "RAY_ADDRESS; pip install 'textmatch[ray]')")
+    p.add_argument("--ray-address", default=None, metavar="ADDR",
+                   help="with --engine ray: the Ray cluster to join (e.g. ray://head:10001, head:6379 or auto)")
+    p.add_argument("--ray-concurrency", type=int, default=2, metavar="N", help="with --engine ray: encoder actors (default: 2)")
+    p.add_argument("--ray-num-cpus", type=float, default=1.0, help="with --engine ray: CPUs per actor (default: 1)")
+    p.add_argument("--ray-num-gpus", type=float, default=0.0, help="with --engine ray: GPUs per actor (default: 0)")
     p.add_argument("--id-column", default="_id", help="document id field (default: _id, or id)")
     p.add_argument("--title-column", default="title", help="document title field (default: title)")
     p.add_argument("--text-column", default="text", help="document text field (default: text)")
@@ -152,6 +162,21 @@ def cmd_train_retrieval(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def ray_engine(args: argparse.Namespace) -> RayEngine | None:
+    """--engine ray and its --ray-* flags as a RayEngine; None for the local engine (where a
+    --ray-* flag other than its default is a mistake worth saying)."""
+    if args.engine == "local":
+        given = [flag for flag, value, default in (("--ray-address", args.ray_address, None),
+                                                   ("--ray-concurrency", args.ray_concurrency, 2),
+                                                   ("--ray-num-cpus", args.ray_num_cpus, 1.0),
+                                                   ("--ray-num-gpus", args.ray_num_gpus, 0.0)) if value != default]
+        if given:
+            raise TextMatchError(f"{given[0]} applies to --engine ray; add --engine ray or drop it")
+        return None
+    return RayEngine(address=args.ray_address, concurrency=args.ray_concurrency, num_cpus=args.ray_num_cpus,
+                     num_gpus=args.ray_num_gpus, backend=args.backend, num_threads=args.threads)
+
+
 def index_config(args: argparse.Namespace) -> Any:
     return IndexConfig(
         index_kind=args.index_backend,
@@ -201,7 +226,7 @@ def cmd_index(args: argparse.Namespace) -> int:
     if args.add:
         retriever = load_index(args.output, args)
         before = retriever.meta["n_documents"]
-        retriever.add(args.corpus, show_progress_bar=not args.no_progress, **corpus_options)
+        retriever.add(args.corpus, show_progress_bar=not args.no_progress, engine=ray_engine(args), **corpus_options)
         added = retriever.meta["n_documents"] - before
     else:
         args.model = args.model or DEFAULT_MODEL
@@ -209,7 +234,7 @@ def cmd_index(args: argparse.Namespace) -> int:
         config = index_config(args)
         search = (DEFAULT_SEARCH if config.bm25 else DENSE_ONLY).with_changes(**search_changes(args))
         retriever = Retriever.build(model, args.corpus, args.output, config, search=search,
-                                    show_progress_bar=not args.no_progress, **corpus_options)
+                                    show_progress_bar=not args.no_progress, engine=ray_engine(args), **corpus_options)
         added = retriever.meta["n_documents"]
     meta = retriever.meta
     if retriever.last_build.get("reused_shards"):

@@ -34,6 +34,7 @@ from ..config import ConfigMixin
 from ..errors import TextMatchError
 from ..files import atomic_path
 
+ENGINES = ("local", "ray")  # where `textmatch index --engine` encodes passages
 SHARD_FORMATS = (".npy", ".parquet")  # the single-process path writes .npy, the Ray actors .parquet
 CRASH_ENV = "TEXTMATCH_RAY_CRASH_ONCE"  # tests: a control file naming a shard whose actor dies once (crash_once)
 
