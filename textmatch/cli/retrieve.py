@@ -64,6 +64,9 @@ def add_parsers(sub: Any) -> None:
     add_search_flags(p, f"what the index records as its default search; default: {DEFAULT_SEARCH.describe()} "
                         "(dense with --no-bm25)")
     p.add_argument("--shard-size", type=int, default=2048, help="passages per resumable shard (default: 2048)")
+    p.add_argument("--index-shards", type=int, default=1, metavar="N",
+                   help="split the vector index into N shards of --index-backend, searched one after the other and "
+                        "merged by the ranking rule (default: 1, one index)")
     p.add_argument("--engine", default="local", choices=ENGINES,
                    help="where passages are encoded: local (this process) or ray (Ray Data actors, each with the "
                         "--backend and --threads given: a local Ray instance, or the cluster of --ray-address / "
@@ -188,6 +191,7 @@ def index_config(args: argparse.Namespace) -> Any:
         bm25_k1=getattr(args, "bm25_k1", 0.9),
         bm25_b=getattr(args, "bm25_b", 0.4),
         bm25_title_boost=getattr(args, "title_boost", 0),
+        index_shards=getattr(args, "index_shards", 1),
     )
 
 

@@ -47,6 +47,7 @@ from .search_settings import (
     SearchSettings,
     index_search_settings,
 )
+from .sharded_index import ShardedIndex
 from .vector_index import INDEX_KINDS
 
 __all__ = ["FUSIONS", "MODES", "IndexConfig", "Passage", "Retriever", "SearchHit", "read_passages"]
@@ -70,6 +71,9 @@ class IndexConfig(ConfigMixin):
     bm25_title_boost: the document title is added this many more times to each passage's BM25
     text (a passage already starts with it once); 0 by default: 1 raised BM25 alone on the
     development qrels (+0.49 nDCG@10) but lowered the hybrid search (-0.24).
+    index_shards: split the vector index into this many shards of `index_kind`, searched one
+    after the other and merged by the ranking rule (textmatch.retrieval.sharded_index); 1: one
+    index. `add` appends a shard.
     """
 
     index_kind: str = "auto"
@@ -81,6 +85,7 @@ class IndexConfig(ConfigMixin):
     bm25_k1: float = 0.9
     bm25_b: float = 0.4
     bm25_title_boost: int = 0
+    index_shards: int = 1
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "IndexConfig":
@@ -99,6 +104,8 @@ class IndexConfig(ConfigMixin):
         for name, value, top in (("bm25_k1", self.bm25_k1, 10.0), ("bm25_b", self.bm25_b, 1.0)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= top:
                 raise TextMatchError(f"{name} must be a number in [0, {top:g}], got {value!r}")
+        if isinstance(self.index_shards, bool) or not isinstance(self.index_shards, int) or self.index_shards < 1:
+            raise TextMatchError(f"index_shards must be a positive integer, got {self.index_shards!r}")
         if self.shard_size < 1 or self.batch_size < 1:
             raise TextMatchError("shard_size and batch_size must be positive")
         if self.passage_tokens < 8 or not 0 <= self.passage_overlap < self.passage_tokens // 2:
@@ -106,6 +113,19 @@ class IndexConfig(ConfigMixin):
                 f"need passage_tokens >= 8 and 0 <= passage_overlap < passage_tokens / 2, got "
                 f"{self.passage_tokens} and {self.passage_overlap}"
             )
+
+
+def new_vector_index(config: IndexConfig, dim: int, n_expected: int) -> Any:
+    """The empty vector index of a new build: `config.index_kind` for `n_expected` passages, or
+    with `index_shards` > 1 a ShardedIndex of that kind ("auto" picks the kind for the whole)."""
+    from .vector_index import AUTO_FAISS_THRESHOLD, make_index
+
+    if config.index_shards == 1:
+        return make_index(config.index_kind, dim, n_expected=n_expected)
+    kind = config.index_kind
+    if kind == "auto":
+        kind = "exact" if n_expected < AUTO_FAISS_THRESHOLD else "hnsw"
+    return ShardedIndex(dim, shard_kind=kind)
 
 
 def model_fingerprint(model: Any) -> str:
@@ -172,7 +192,7 @@ class Retriever:
     def _write(cls, model: Any, folder: Path, config: IndexConfig, documents: Iterable[dict[str, str]],
                existing: "Retriever | None", show_progress_bar: bool, search: SearchSettings,
                engine: RayEngine | None = None) -> "Retriever":
-        from .vector_index import load_index, make_index
+        from .vector_index import load_index
 
         kinds = {"exact": ["vectors.npy"], "auto": ["vectors.npy", "index.faiss"]}.get(config.index_kind, ["index.faiss"])
         names = [INDEX_CONFIG, PASSAGES_FILE, STATS_FILE, "ids.json", *kinds, *(["bm25/"] if config.bm25 else [])]
@@ -200,12 +220,16 @@ class Retriever:
                 all_texts = [p.text for p in old] + [t for _, t in passages]
                 all_titles = [p.title for p in old] + [titles[d] for d, _ in passages]
             else:
-                vectors = make_index(config.index_kind, embeddings.shape[1], n_expected=len(passages))
+                vectors = new_vector_index(config, embeddings.shape[1], len(passages))
                 all_docs = [d for d, _ in passages]
                 all_texts = [t for _, t in passages]
                 all_titles = [titles[d] for d, _ in passages]
             start = len(all_docs) - len(passages)
-            vectors.add(embeddings, [str(i) for i in range(start, len(all_docs))])
+            if isinstance(vectors, ShardedIndex) and existing is None:  # index_shards shards of about equal size
+                for part in np.array_split(np.arange(len(passages)), min(config.index_shards, len(passages))):
+                    vectors.add(embeddings[part], [str(start + i) for i in part.tolist()])
+            else:
+                vectors.add(embeddings, [str(i) for i in range(start, len(all_docs))])
             vectors.save(tmp)
             stats = passage_moments(embeddings)
             if existing is not None:

@@ -53,6 +53,7 @@ __all__ = [
 INDEX_KINDS = ("exact", "flat", "hnsw", "ivfpq", "auto")
 FAISS_KINDS = ("flat", "hnsw", "ivfpq")
 INDEX_FORMAT = 1
+SHARDED = "sharded"  # the kind of textmatch.retrieval.sharded_index.ShardedIndex (a layout of other kinds)
 
 # "auto" picks ExactIndex below this many vectors and HNSW from it on. Set from the measured
 # crossover (scripts/bench_index.py, results/index_scale.md "Crossover": 384-d unit vectors,
@@ -322,8 +323,8 @@ def _check_meta(meta: Any) -> tuple[str, int, int, dict[str, Any]]:
             f"index format {fmt!r} is newer than this textmatch understands ({INDEX_FORMAT}); upgrade textmatch"
         )
     kind = meta["kind"]
-    if kind not in FAISS_KINDS and kind != "exact":
-        raise TextMatchError(f"unknown index kind {kind!r} in meta; expected one of exact, {', '.join(FAISS_KINDS)}")
+    if kind not in FAISS_KINDS and kind not in ("exact", SHARDED):
+        raise TextMatchError(f"unknown index kind {kind!r} in meta; expected one of exact, {', '.join(FAISS_KINDS)}, {SHARDED}")
     options = meta.get("options") or {}
     if not isinstance(options, dict):
         raise TextMatchError("index meta 'options' must be a dict")
@@ -657,5 +658,9 @@ def make_index(kind: str, dim: int, n_expected: int | None = None, **options: An
 def load_index(folder: Path | str, meta: dict[str, Any]) -> VectorIndex:
     """The index saved in `folder`, of the class `meta["kind"]` names."""
     kind, _, _, _ = _check_meta(meta)
+    if kind == SHARDED:
+        from .sharded_index import ShardedIndex
+
+        return ShardedIndex.load(folder, meta)
     cls: type[VectorIndex] = ExactIndex if kind == "exact" else FaissIndex
     return cls.load(folder, meta)
