@@ -19,7 +19,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -128,6 +128,23 @@ def new_vector_index(config: IndexConfig, dim: int, n_expected: int) -> Any:
     return ShardedIndex(dim, shard_kind=kind)
 
 
+def fill_index(vectors: Any, encoded: "EncodedShards", start: int, index_shards: int = 1) -> np.ndarray:
+    """Add the encoded passages (positions start, start + 1, ...) to `vectors` shard by shard
+    and return their moments (`passage_moments`). An untrained IVF index is first trained on an
+    evenly spread sample of them; a ShardedIndex gets `index_shards` shards of about equal size."""
+    from .vector_index import IVF_KINDS, FaissIndex
+
+    if isinstance(vectors, FaissIndex) and vectors.kind in IVF_KINDS and vectors.faiss_index is None:
+        nlist = vectors.nlist = vectors.nlist or FaissIndex.default_nlist(encoded.n)  # from the whole, not the sample
+        vectors.train(encoded.sample(max(vectors.train_size or 64 * nlist, 39 * nlist, 2**vectors.pq_bits)))
+    stats = np.zeros((encoded.dim + 2, encoded.dim))
+    parts = encoded.groups(index_shards) if isinstance(vectors, ShardedIndex) else encoded.iter()
+    for first, emb in parts:
+        vectors.add(emb, [str(start + first + i) for i in range(len(emb))])
+        stats += passage_moments(emb)
+    return stats
+
+
 def model_fingerprint(model: Any) -> str:
     """Identifies the weights of f' and g' (an index is only valid with the model that built it)."""
     from ..backends.onnx import fingerprint
@@ -207,7 +224,7 @@ class Retriever:
             for text in split_passages(doc["title"], doc["text"], tokenizer, max_tokens, overlap):
                 passages.append((doc["_id"], text))
         fingerprint = model_fingerprint(model)
-        embeddings, reused, n_shards = _encode_resumable(
+        encoded, reused, n_shards = _encode_resumable(
             model, [t for _, t in passages], folder, fingerprint, config, show_progress_bar,
             doc_ids=[d for d, _ in passages], engine=engine,
         )
@@ -220,18 +237,13 @@ class Retriever:
                 all_texts = [p.text for p in old] + [t for _, t in passages]
                 all_titles = [p.title for p in old] + [titles[d] for d, _ in passages]
             else:
-                vectors = new_vector_index(config, embeddings.shape[1], len(passages))
+                vectors = new_vector_index(config, encoded.dim, len(passages))
                 all_docs = [d for d, _ in passages]
                 all_texts = [t for _, t in passages]
                 all_titles = [titles[d] for d, _ in passages]
             start = len(all_docs) - len(passages)
-            if isinstance(vectors, ShardedIndex) and existing is None:  # index_shards shards of about equal size
-                for part in np.array_split(np.arange(len(passages)), min(config.index_shards, len(passages))):
-                    vectors.add(embeddings[part], [str(start + i) for i in part.tolist()])
-            else:
-                vectors.add(embeddings, [str(i) for i in range(start, len(all_docs))])
+            stats = fill_index(vectors, encoded, start, config.index_shards if existing is None else 1)
             vectors.save(tmp)
-            stats = passage_moments(embeddings)
             if existing is not None:
                 try:
                     stats = stats + existing.embedding_moments()
@@ -257,7 +269,7 @@ class Retriever:
                 "library_name": "textmatch",
                 "model": _model_id(model),
                 "model_fingerprint": fingerprint,
-                "dim": int(embeddings.shape[1]),
+                "dim": encoded.dim,
                 "normalized": True,
                 "metric": "cosine",
                 "n_documents": len(dict.fromkeys(all_docs)),
@@ -671,12 +683,12 @@ def _partial_dir(folder: Path) -> Path:
 
 def _encode_resumable(model: Any, texts: list[str], folder: Path, fingerprint: str, config: IndexConfig,
                       show_progress_bar: bool, doc_ids: list[str] | None = None,
-                      engine: "RayEngine | None" = None) -> tuple[np.ndarray, int, int]:
+                      engine: "RayEngine | None" = None) -> tuple["EncodedShards", int, int]:
     """g' embeddings of `texts` (n, dim), in shards saved under `<folder>.partial/`: a shard
     written by an interrupted run with the same model, texts and settings is reused, not
     recomputed, whichever engine wrote it. With a `RayEngine` the missing shards are encoded on
     Ray first (textmatch.retrieval.ray_encoding), else here, one after the other. Returns
-    (embeddings, shards reused, shards in all)."""
+    (the shards on disk, shards reused, shards in all)."""
     import hashlib
 
     from tqdm.auto import tqdm
@@ -706,23 +718,61 @@ def _encode_resumable(model: Any, texts: list[str], folder: Path, fingerprint: s
         encode_shards(model, texts, doc_ids if doc_ids is not None else [""] * len(texts),
                       [s for s in range(n_shards) if s not in finished], config.shard_size, config.batch_size,
                       partial, fingerprint, engine, show_progress_bar)
-    shards = []
     bar = tqdm(total=len(texts), desc="Encoding", unit="passage", disable=not show_progress_bar or engine is not None)
     try:
         for s in range(n_shards):
-            path = partial / f"shard-{s:06d}.npy"
             chunk = texts[s * config.shard_size : (s + 1) * config.shard_size]
-            done = shard_path(partial, s)
-            if done is not None:
-                emb = read_shard(done, len(chunk), s * config.shard_size)
-            else:
+            if shard_path(partial, s) is None:
                 emb = model.encode(chunk, batch_size=config.batch_size, role="support").astype(np.float32)
-                with atomic_path(path) as tmp:  # a killed run leaves whole shards only
+                with atomic_path(partial / f"shard-{s:06d}.npy") as tmp:  # a killed run leaves whole shards only
                     np.save(tmp, emb, allow_pickle=False)
-            shards.append(emb)
             bar.update(len(chunk))
     finally:
         bar.close()
-    if not shards:
+    if not n_shards:
         raise TextMatchError("no passages to encode")
-    return np.ascontiguousarray(np.concatenate(shards), dtype=np.float32), reused, n_shards
+    return EncodedShards(partial, len(texts), config.shard_size), reused, n_shards
+
+
+class EncodedShards:
+    """The finished encoding shards of a build, read back from disk one at a time (`iter`), or
+    as an evenly spread sample (`sample`): the index is built from them without holding every
+    embedding in memory (except where the index itself holds them: exact, flat, HNSW)."""
+
+    def __init__(self, partial: Path, n: int, shard_size: int) -> None:
+        self.partial, self.n, self.shard_size = partial, n, shard_size
+        self.n_shards = (n + shard_size - 1) // shard_size
+        self.dim = int(self.read(0).shape[1])
+
+    def read(self, shard: int) -> np.ndarray:
+        """Shard `shard`'s embeddings, (rows, dim) float32."""
+        path = shard_path(self.partial, shard)
+        if path is None:
+            raise TextMatchError(f"encoding shard {shard} is missing from {self.partial}; run the build again")
+        start = shard * self.shard_size
+        return np.ascontiguousarray(read_shard(path, min(self.shard_size, self.n - start), start), dtype=np.float32)
+
+    def iter(self) -> Iterator[tuple[int, np.ndarray]]:
+        """(position of the shard's first passage, its embeddings) for every shard, in order."""
+        for shard in range(self.n_shards):
+            yield shard * self.shard_size, self.read(shard)
+
+    def groups(self, count: int) -> Iterator[tuple[int, np.ndarray]]:
+        """The passages in `count` consecutive groups of about equal size (index_shards): (first
+        position, embeddings) each, read from the shards they span."""
+        bounds = np.linspace(0, self.n, min(count, self.n) + 1).round().astype(int)
+        for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+            parts = []
+            for shard in range(lo // self.shard_size, (hi - 1) // self.shard_size + 1):
+                first = shard * self.shard_size
+                parts.append(self.read(shard)[max(lo, first) - first : hi - first])
+            yield lo, np.concatenate(parts)
+
+    def sample(self, size: int) -> np.ndarray:
+        """`size` embeddings at evenly spaced positions (all of them when size >= n), (size, dim)."""
+        positions = np.unique(np.linspace(0, self.n - 1, min(size, self.n)).astype(np.int64))
+        parts = []
+        for shard in np.unique(positions // self.shard_size):
+            rows = positions[positions // self.shard_size == shard] - shard * self.shard_size
+            parts.append(self.read(int(shard))[rows])
+        return np.concatenate(parts)

@@ -20,9 +20,14 @@ Backends:
 - `FaissIndex(kind="flat")`: faiss `IndexFlatIP`, exact as well (faiss BLAS kernels).
 - `FaissIndex(kind="hnsw")`: faiss `IndexHNSWFlat` with inner product: approximate,
   logarithmic search time, no training; the default for large corpora.
+- `FaissIndex(kind="ivfflat")`: faiss `IndexIVFFlat`: inverted lists of full vectors, exact
+  scores within the `nprobe` lists searched; trained on a sample (`train`, or the first `add`),
+  then filled by any number of `add`s (shard by shard).
 - `FaissIndex(kind="ivfpq")`: faiss `IndexIVFPQ` with inner product: compressed codes
-  (pq_m bytes a vector with 8-bit codes), trained on the first `add`; the least memory and
-  the lowest recall.
+  (pq_m bytes a vector with 8-bit codes), trained like ivfflat; the least memory and the
+  lowest recall, unless `rerank=R`: the R x k best candidates by code are re-scored with the
+  vectors kept in half precision (`vectors_fp16.npy`, memory-mapped once saved), so that recall
+  approaches the lists' exact search.
 
 The faiss backends need `pip install "textmatch[faiss]"`.
 """
@@ -50,8 +55,9 @@ __all__ = [
     "make_index",
 ]
 
-INDEX_KINDS = ("exact", "flat", "hnsw", "ivfpq", "auto")
-FAISS_KINDS = ("flat", "hnsw", "ivfpq")
+INDEX_KINDS = ("exact", "flat", "hnsw", "ivfflat", "ivfpq", "auto")
+FAISS_KINDS = ("flat", "hnsw", "ivfflat", "ivfpq")
+IVF_KINDS = ("ivfflat", "ivfpq")
 INDEX_FORMAT = 1
 SHARDED = "sharded"  # the kind of textmatch.retrieval.sharded_index.ShardedIndex (a layout of other kinds)
 
@@ -67,7 +73,9 @@ SHARDED = "sharded"  # the kind of textmatch.retrieval.sharded_index.ShardedInde
 AUTO_FAISS_THRESHOLD = 15_000
 
 _EXACT_OPTIONS = ("chunk_size",)
-_FAISS_OPTIONS = ("hnsw_m", "ef_construction", "ef_search", "nlist", "nprobe", "pq_m", "pq_bits", "train_size")
+_FAISS_OPTIONS = ("hnsw_m", "ef_construction", "ef_search", "nlist", "nprobe", "pq_m", "pq_bits", "train_size", "rerank")
+RERANK_QUERIES = 64  # queries re-scored at a time
+FP16_FILE = "vectors_fp16.npy"  # IVF-PQ with rerank: the vectors in half precision, for exact re-scoring
 _CHECK_ROWS = 65_536  # rows checked for NaN / inf at a time (bounded temporary memory)
 
 
@@ -80,7 +88,7 @@ def _import_faiss() -> Any:
         import faiss  # type: ignore[import-not-found]
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise TextMatchError(
-            'the faiss index backends ("flat", "hnsw", "ivfpq") need faiss: pip install "textmatch[faiss]" '
+            'the faiss index backends ("flat", "hnsw", "ivfflat", "ivfpq") need faiss: pip install "textmatch[faiss]" '
             '(or use kind="exact", which needs nothing more)'
         ) from exc
     return faiss
@@ -459,7 +467,8 @@ class ExactIndex(VectorIndex):
 
 
 class FaissIndex(VectorIndex):
-    """faiss inner-product index: "flat" (exact), "hnsw" (graph) or "ivfpq" (compressed).
+    """faiss inner-product index: "flat" (exact), "hnsw" (graph), "ivfflat" (inverted lists) or
+    "ivfpq" (inverted lists of compressed codes; `rerank` re-scores candidates exactly).
 
     Options: HNSW `hnsw_m` (links per node), `ef_construction`, `ef_search` (breadth of the
     search: higher is slower and more accurate). IVF-PQ `nlist` (default about 4 sqrt(n),
@@ -482,6 +491,7 @@ class FaissIndex(VectorIndex):
         pq_m: int | None = None,
         pq_bits: int = 8,
         train_size: int | None = None,
+        rerank: int = 0,
     ) -> None:
         super().__init__(dim)
         if kind not in FAISS_KINDS:
@@ -497,6 +507,10 @@ class FaissIndex(VectorIndex):
         if self.pq_bits > 16:
             raise TextMatchError(f"pq_bits must be between 1 and 16, got {pq_bits}")
         self.train_size = None if train_size is None else _check_int("train_size", train_size)
+        self.rerank = _check_int("rerank", rerank, 0)
+        if self.rerank and kind != "ivfpq":
+            raise TextMatchError(f"rerank re-scores compressed IVF-PQ codes; kind={kind!r} scores exactly already")
+        self._fp16: list[np.ndarray] = []  # rerank: the added vectors in half precision, per add (or one memmap)
         if pq_m is None:
             # dim / 8 sub-vectors of 8 dimensions; for a dim not divisible by 8, the largest
             # divisor of dim below dim / 8 (at least 1)
@@ -511,7 +525,7 @@ class FaissIndex(VectorIndex):
             self._index = self._faiss.IndexHNSWFlat(self.dim, self.hnsw_m, self._faiss.METRIC_INNER_PRODUCT)
             self._index.hnsw.efConstruction = self.ef_construction
             self._index.hnsw.efSearch = self.ef_search
-        # ivfpq: built and trained on the first add, when the number of vectors is known
+        # ivfflat / ivfpq: built by `train`, or on the first add when the number of vectors is known
 
     @property
     def faiss_index(self) -> Any:
@@ -523,12 +537,15 @@ class FaissIndex(VectorIndex):
             return {}
         if self.kind == "hnsw":
             return {"hnsw_m": self.hnsw_m, "ef_construction": self.ef_construction, "ef_search": self.ef_search}
+        if self.kind == "ivfflat":
+            return {"nlist": self.nlist, "nprobe": self.nprobe, "train_size": self.train_size}
         return {
             "nlist": self.nlist,
             "nprobe": self.nprobe,
             "pq_m": self.pq_m,
             "pq_bits": self.pq_bits,
             "train_size": self.train_size,
+            "rerank": self.rerank,
         }
 
     @classmethod
@@ -542,17 +559,28 @@ class FaissIndex(VectorIndex):
         """About 4 sqrt(n) inverted lists, at most n // 39 (39 training vectors a list)."""
         return max(1, min(round(4 * math.sqrt(n)), n // 39))
 
-    def _train_ivfpq(self, vectors: np.ndarray) -> None:
+    def train(self, sample: np.ndarray) -> None:
+        """Train an IVF index ("ivfflat", "ivfpq") on `sample` (n, dim) before any `add`: e.g. an
+        evenly spread sample of a corpus whose vectors are then added shard by shard, so that
+        they never have to be in memory at once. Without it the first `add` trains."""
+        if self.kind not in IVF_KINDS:
+            raise TextMatchError(f"only IVF indexes are trained; kind={self.kind!r} needs no training")
+        if self._index is not None:
+            raise TextMatchError("this index is trained already; train a new one to change its lists")
+        self._train_ivf(_as_matrix(sample, self.dim, "sample"))
+
+    def _train_ivf(self, vectors: np.ndarray) -> None:
         faiss = self._faiss
         n = vectors.shape[0]
-        min_pq = 2**self.pq_bits
+        min_pq = 2**self.pq_bits if self.kind == "ivfpq" else 1
         nlist = self.nlist if self.nlist is not None else self.default_nlist(n)
         needed = max(39 * nlist if self.nlist is None else nlist, min_pq, 39)
         if n < needed:
             raise TextMatchError(
-                f'an "ivfpq" index is trained on its first add, which needs at least {needed} vectors '
-                f"(nlist={nlist} lists, {min_pq} codes per sub-quantiser for pq_bits={self.pq_bits}); "
-                f'got {n}. Use kind="flat" (or "exact") for a collection this small, or add more vectors at once'
+                f'an "{self.kind}" index is trained on a sample (or its first add), which needs at least {needed} '
+                f"vectors (nlist={nlist} lists"
+                + (f", {min_pq} codes per sub-quantiser for pq_bits={self.pq_bits}" if self.kind == "ivfpq" else "")
+                + f'); got {n}. Use kind="flat" (or "exact") for a collection this small, or add more vectors at once'
             )
         if self.nlist is not None and n < 39 * nlist:
             warnings.warn(
@@ -566,16 +594,19 @@ class FaissIndex(VectorIndex):
         else:
             train = vectors
         quantizer = faiss.IndexFlatIP(self.dim)
-        index = faiss.IndexIVFPQ(quantizer, self.dim, nlist, self.pq_m, self.pq_bits, faiss.METRIC_INNER_PRODUCT)
+        if self.kind == "ivfflat":
+            index = faiss.IndexIVFFlat(quantizer, self.dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        else:
+            index = faiss.IndexIVFPQ(quantizer, self.dim, nlist, self.pq_m, self.pq_bits, faiss.METRIC_INNER_PRODUCT)
+            index.pq.cp.seed = 1234
+            index.pq.cp.min_points_per_centroid = 1
+            # each sub-quantiser has 2**pq_bits centroids in dim / pq_m (~8) dimensions: 64 points
+            # a centroid train them well, and faiss's default (256) makes PQ training 4x slower
+            index.pq.cp.max_points_per_centroid = 64
         index.cp.seed = 1234
-        index.pq.cp.seed = 1234
         # faiss prints its own "please provide at least N training points" lines to stderr;
         # the sizes are checked (and warned about) above instead
         index.cp.min_points_per_centroid = 1
-        index.pq.cp.min_points_per_centroid = 1
-        # each sub-quantiser has 2**pq_bits centroids in dim / pq_m (~8) dimensions: 64 points
-        # a centroid train them well, and faiss's default (256) makes PQ training 4x slower
-        index.pq.cp.max_points_per_centroid = 64
         index.train(train)
         index.nprobe = self.nprobe
         self._quantizer = quantizer  # keep the python object alive with the index
@@ -585,25 +616,50 @@ class FaissIndex(VectorIndex):
     def _add_vectors(self, vectors: np.ndarray) -> None:
         _sync_faiss_threads(self._faiss)
         if self._index is None:
-            self._train_ivfpq(vectors)
+            self._train_ivf(vectors)
         self._index.add(vectors)
+        if self.rerank:
+            self._fp16.append(vectors.astype(np.float16))
 
     def _search_vectors(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         _sync_faiss_threads(self._faiss)
         if self.kind == "hnsw":
             self._index.hnsw.efSearch = self.ef_search
-        elif self.kind == "ivfpq":
+        elif self.kind in IVF_KINDS:
             self._index.nprobe = self.nprobe
+        if self.rerank:
+            return self._reranked(queries, k)
         scores, labels = self._index.search(queries, k)
         return scores.astype(np.float32, copy=False), labels.astype(np.int64, copy=False)
+
+    def _reranked(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """IVF-PQ candidates (rerank x k by their codes) re-scored exactly with the fp16 vectors,
+        then the k best by the ranking rule."""
+        _, candidates = self._index.search(queries, min(self.ntotal, self.rerank * k))  # (m, c), -1: none
+        if len(self._fp16) > 1:
+            self._fp16 = [np.concatenate(self._fp16)]
+        stored = self._fp16[0]  # (ntotal, dim) float16
+        found = candidates >= 0
+        scores = np.empty(candidates.shape, dtype=np.float32)  # (m, c)
+        for start in range(0, len(queries), RERANK_QUERIES):  # bounded memory: (chunk, c, dim) at a time
+            part = np.clip(candidates[start : start + RERANK_QUERIES], 0, None)
+            rows = stored[part].astype(np.float32)  # (chunk, c, dim)
+            scores[start : start + RERANK_QUERIES] = np.einsum("mcd,md->mc", rows, queries[start : start + RERANK_QUERIES])
+        scores = np.where(found, scores, -np.inf).astype(np.float32)
+        rank = np.where(found, self.id_rank[np.clip(candidates, 0, None)], -1)
+        order = np.lexsort((-rank, -scores.astype(np.float64)), axis=-1)[:, :k]  # the rule: score, then id
+        return np.take_along_axis(scores, order, axis=1), np.take_along_axis(candidates, order, axis=1)
 
     def _save_files(self, folder: Path) -> None:
         if self._index is not None:
             self._faiss.write_index(self._index, str(folder / "index.faiss"))
+        if self.rerank:
+            stored = np.concatenate(self._fp16) if self._fp16 else np.zeros((0, self.dim), dtype=np.float16)
+            np.save(folder / FP16_FILE, stored, allow_pickle=False)
 
     def _load_files(self, folder: Path, ntotal: int) -> None:
         path = folder / "index.faiss"
-        if self.kind == "ivfpq" and ntotal == 0 and not path.exists():
+        if self.kind in IVF_KINDS and ntotal == 0 and not path.exists():
             return  # saved before its first add: still untrained
         if not path.is_file():
             raise TextMatchError(f"{path} is missing: the index folder is incomplete, save the index again")
@@ -617,6 +673,15 @@ class FaissIndex(VectorIndex):
                 f"dimension {self.dim}: save the index again"
             )
         self._index = index
+        if self.rerank:
+            fp16 = folder / FP16_FILE
+            try:
+                stored = np.load(fp16, mmap_mode="r", allow_pickle=False)
+            except (OSError, ValueError) as exc:
+                raise TextMatchError(f"{fp16} is missing or unreadable ({exc}): save the index again") from None
+            if stored.shape != (ntotal, self.dim) or stored.dtype != np.float16:
+                raise TextMatchError(f"{fp16} holds {stored.shape} {stored.dtype}, expected ({ntotal}, {self.dim}) float16")
+            self._fp16 = [stored]
 
 
 # --------------------------------------------------------------------------------------------
