@@ -45,6 +45,9 @@ def test_ray_index_equals_the_single_process_index(local_ray, tiny_bert_model, t
     built = Retriever.build(tiny_bert_model, make_corpus(), tmp_path / "ray", CONFIG, show_progress_bar=False,
                             engine=RayEngine(concurrency=2))
     assert built.last_build["shards"] == len(built.passage_docs) // 5 + (len(built.passage_docs) % 5 > 0) > 2
+    report = built.last_build["ray"]
+    assert report["shards"] == built.last_build["shards"] and 1 <= len(report["workers"]) <= 2
+    assert all(mib > 50 for mib in report["workers"].values())  # each actor's peak resident memory
     assert_same_index(built, single_process(tiny_bert_model, tmp_path))
     assert not (tmp_path / "ray.partial").exists()  # the shards are gone once the index is whole
 

@@ -147,7 +147,16 @@ class ShardEncoder:
             vectors = self.model.encode(list(texts), batch_size=self.batch_size, role="support")  # (n, dim)
             write_parquet_shard(self.partial / f"shard-{shard:06d}.parquet", int(start), list(doc_ids), vectors)
             done.append(len(texts))
-        return {"shard": np.asarray(shards, dtype=np.int64), "rows": np.asarray(done, dtype=np.int64)}
+        peak = peak_rss_mb()
+        return {"shard": np.asarray(shards, dtype=np.int64), "rows": np.asarray(done, dtype=np.int64),
+                "pid": np.full(len(shards), os.getpid(), dtype=np.int64), "peak_rss_mb": np.full(len(shards), peak)}
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory in MiB (Linux: ru_maxrss is in KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def crash_once(shard: int) -> None:
@@ -185,14 +194,15 @@ def model_source(model: Any, fingerprint: str, partial: Path) -> str:
 
 def encode_shards(model: Any, texts: Sequence[str], doc_ids: Sequence[str], shards: Sequence[int], shard_size: int,
                   batch_size: int, partial: Path, fingerprint: str, engine: RayEngine,
-                  show_progress_bar: bool = False) -> None:
+                  show_progress_bar: bool = False) -> dict[str, Any]:
     """Encode `shards` (positions of shard_size-passage shards of `texts`) on Ray; each lands in
-    `partial` as shard-NNNNNN.parquet. Returns when every one is on disk."""
+    `partial` as shard-NNNNNN.parquet. Returns when every one is on disk, with what the workers
+    reported: {"workers": {pid: peak resident MiB}, "shards": how many were encoded here}."""
     ray = require_ray()
     from tqdm.auto import tqdm
 
     if not shards:
-        return
+        return {"workers": {}, "shards": 0}
     address = engine.address or os.environ.get("RAY_ADDRESS")
     if not ray.is_initialized():
         try:
@@ -220,9 +230,11 @@ def encode_shards(model: Any, texts: Sequence[str], doc_ids: Sequence[str], shar
     )
     bar = tqdm(total=sum(len(r["texts"]) for r in rows), desc="Encoding on Ray", unit="passage",
                disable=not show_progress_bar)
+    workers: dict[int, float] = {}
     try:
         for row in encoded.iter_rows():
             bar.update(int(row["rows"]))
+            workers[int(row["pid"])] = max(workers.get(int(row["pid"]), 0.0), float(row["peak_rss_mb"]))
     except Exception as exc:  # noqa: BLE001 - Ray wraps worker errors in its own types
         raise TextMatchError(f"encoding on Ray failed ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
                              "run the same command again: the finished shards are kept") from None
@@ -231,3 +243,4 @@ def encode_shards(model: Any, texts: Sequence[str], doc_ids: Sequence[str], shar
     missing = [s for s in shards if shard_path(partial, s) is None]
     if missing:
         raise TextMatchError(f"Ray finished without shards {missing[:5]}; run the same command again")
+    return {"workers": workers, "shards": len(shards)}

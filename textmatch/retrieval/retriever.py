@@ -169,7 +169,7 @@ class Retriever:
         self.vectors = vectors  # textmatch.retrieval.vector_index.VectorIndex over passage embeddings
         self.passage_docs = passage_docs  # passage position -> document id
         self.bm25 = bm25
-        self.last_build: dict[str, int] = {}  # shards / reused_shards / new_passages of the last build or add
+        self.last_build: dict[str, Any] = {}  # shards / reused_shards / new_passages (/ ray: workers) of the last build or add
         self._passages: list[Passage] | None = None  # passages.jsonl, read on the first search_hits
         self._stats: np.ndarray | None = None  # passage_stats.npy, read on the first collection-zscore search
         self._doc_passages: dict[str, list[int]] | None = None  # doc id -> passage positions, for phrases
@@ -283,7 +283,8 @@ class Retriever:
             (tmp / INDEX_CONFIG).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         shutil.rmtree(_partial_dir(folder), ignore_errors=True)
         retriever = cls(model, folder, config, meta, vectors, all_docs, bm25)
-        retriever.last_build = {"shards": n_shards, "reused_shards": reused, "new_passages": len(passages)}
+        retriever.last_build = {"shards": n_shards, "reused_shards": reused, "new_passages": len(passages),
+                                **({"ray": encoded.engine_report} if encoded.engine_report else {})}
         return retriever
 
     # -- loading ----------------------------------------------------------------------------
@@ -715,9 +716,11 @@ def _encode_resumable(model: Any, texts: list[str], folder: Path, fingerprint: s
     if engine is not None:
         from .ray_encoding import encode_shards
 
-        encode_shards(model, texts, doc_ids if doc_ids is not None else [""] * len(texts),
-                      [s for s in range(n_shards) if s not in finished], config.shard_size, config.batch_size,
-                      partial, fingerprint, engine, show_progress_bar)
+        engine_report = encode_shards(model, texts, doc_ids if doc_ids is not None else [""] * len(texts),
+                                      [s for s in range(n_shards) if s not in finished], config.shard_size,
+                                      config.batch_size, partial, fingerprint, engine, show_progress_bar)
+    else:
+        engine_report = {}
     bar = tqdm(total=len(texts), desc="Encoding", unit="passage", disable=not show_progress_bar or engine is not None)
     try:
         for s in range(n_shards):
@@ -731,7 +734,9 @@ def _encode_resumable(model: Any, texts: list[str], folder: Path, fingerprint: s
         bar.close()
     if not n_shards:
         raise TextMatchError("no passages to encode")
-    return EncodedShards(partial, len(texts), config.shard_size), reused, n_shards
+    encoded = EncodedShards(partial, len(texts), config.shard_size)
+    encoded.engine_report = engine_report
+    return encoded, reused, n_shards
 
 
 class EncodedShards:
@@ -743,6 +748,7 @@ class EncodedShards:
         self.partial, self.n, self.shard_size = partial, n, shard_size
         self.n_shards = (n + shard_size - 1) // shard_size
         self.dim = int(self.read(0).shape[1])
+        self.engine_report: dict[str, Any] = {}  # what a RayEngine's workers reported (ray_encoding.encode_shards)
 
     def read(self, shard: int) -> np.ndarray:
         """Shard `shard`'s embeddings, (rows, dim) float32."""
