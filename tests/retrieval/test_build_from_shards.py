@@ -65,3 +65,15 @@ def test_ivfflat_index_built_from_small_shards_searches_like_exact(tiny_bert_mod
         np.testing.assert_allclose([s for _, s in g], [s for _, s in w], atol=1e-5)
     np.testing.assert_allclose(np.load(tmp_path / "ivf" / "passage_stats.npy"),
                                np.load(tmp_path / "exact" / "passage_stats.npy"), atol=1e-6)
+
+
+def test_ivfpq_rerank_from_the_index_config(tiny_bert_model, tmp_path):
+    from textmatch import TextMatchError
+
+    with pytest.raises(TextMatchError, match="ivfpq"):
+        IndexConfig(index_kind="hnsw", rerank=4)
+    built = Retriever.build(tiny_bert_model, corpus(), tmp_path / "pq",
+                            IndexConfig(index_kind="ivfpq", bm25=False, shard_size=100, rerank=8), show_progress_bar=False)
+    assert built.meta["vector_index"]["options"]["rerank"] == 8 and (tmp_path / "pq" / "vectors_fp16.npy").is_file()
+    loaded = Retriever.load(tmp_path / "pq", model=tiny_bert_model)
+    assert loaded.search(["rain sunny forecast"], top_k=5) == built.search(["rain sunny forecast"], top_k=5)

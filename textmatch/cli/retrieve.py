@@ -67,6 +67,9 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--index-shards", type=int, default=1, metavar="N",
                    help="split the vector index into N shards of --index-backend, searched one after the other and "
                         "merged by the ranking rule (default: 1, one index)")
+    p.add_argument("--rerank", type=int, default=0, metavar="R",
+                   help="with --index-backend ivfpq: re-score the R x k best candidates with the vectors kept in half "
+                        "precision (recall close to exact search; default: 0, off)")
     p.add_argument("--engine", default="local", choices=ENGINES,
                    help="where passages are encoded: local (this process) or ray (Ray Data actors, each with the "
                         "--backend and --threads given: a local Ray instance, or the cluster of --ray-address / "
@@ -192,6 +195,7 @@ def index_config(args: argparse.Namespace) -> Any:
         bm25_b=getattr(args, "bm25_b", 0.4),
         bm25_title_boost=getattr(args, "title_boost", 0),
         index_shards=getattr(args, "index_shards", 1),
+        rerank=getattr(args, "rerank", 0),
     )
 
 

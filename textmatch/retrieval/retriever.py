@@ -73,7 +73,8 @@ class IndexConfig(ConfigMixin):
     development qrels (+0.49 nDCG@10) but lowered the hybrid search (-0.24).
     index_shards: split the vector index into this many shards of `index_kind`, searched one
     after the other and merged by the ranking rule (textmatch.retrieval.sharded_index); 1: one
-    index. `add` appends a shard.
+    index. `add` appends a shard. rerank: with index_kind "ivfpq", re-score the rerank x k best
+    candidates by their codes with the vectors kept in half precision (0: off).
     """
 
     index_kind: str = "auto"
@@ -86,6 +87,7 @@ class IndexConfig(ConfigMixin):
     bm25_b: float = 0.4
     bm25_title_boost: int = 0
     index_shards: int = 1
+    rerank: int = 0
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "IndexConfig":
@@ -106,6 +108,10 @@ class IndexConfig(ConfigMixin):
                 raise TextMatchError(f"{name} must be a number in [0, {top:g}], got {value!r}")
         if isinstance(self.index_shards, bool) or not isinstance(self.index_shards, int) or self.index_shards < 1:
             raise TextMatchError(f"index_shards must be a positive integer, got {self.index_shards!r}")
+        if isinstance(self.rerank, bool) or not isinstance(self.rerank, int) or self.rerank < 0:
+            raise TextMatchError(f"rerank must be a non-negative integer, got {self.rerank!r}")
+        if self.rerank and self.index_kind != "ivfpq":
+            raise TextMatchError(f"rerank re-scores IVF-PQ codes: use it with index_kind='ivfpq', not {self.index_kind!r}")
         if self.shard_size < 1 or self.batch_size < 1:
             raise TextMatchError("shard_size and batch_size must be positive")
         if self.passage_tokens < 8 or not 0 <= self.passage_overlap < self.passage_tokens // 2:
@@ -120,12 +126,13 @@ def new_vector_index(config: IndexConfig, dim: int, n_expected: int) -> Any:
     with `index_shards` > 1 a ShardedIndex of that kind ("auto" picks the kind for the whole)."""
     from .vector_index import AUTO_FAISS_THRESHOLD, make_index
 
+    options = {"rerank": config.rerank} if config.rerank else {}
     if config.index_shards == 1:
-        return make_index(config.index_kind, dim, n_expected=n_expected)
+        return make_index(config.index_kind, dim, n_expected=n_expected, **options)
     kind = config.index_kind
     if kind == "auto":
         kind = "exact" if n_expected < AUTO_FAISS_THRESHOLD else "hnsw"
-    return ShardedIndex(dim, shard_kind=kind)
+    return ShardedIndex(dim, shard_kind=kind, **options)
 
 
 def fill_index(vectors: Any, encoded: "EncodedShards", start: int, index_shards: int = 1) -> np.ndarray:
@@ -212,6 +219,7 @@ class Retriever:
         from .vector_index import load_index
 
         kinds = {"exact": ["vectors.npy"], "auto": ["vectors.npy", "index.faiss"]}.get(config.index_kind, ["index.faiss"])
+        kinds = ["shards/"] if config.index_shards > 1 else kinds + (["vectors_fp16.npy"] if config.rerank else [])
         names = [INDEX_CONFIG, PASSAGES_FILE, STATS_FILE, "ids.json", *kinds, *(["bm25/"] if config.bm25 else [])]
         check_target(folder, "index", names, legacy_index_files)  # before minutes of encoding, not after
         tokenizer = model.support_encoder.tokenizer
