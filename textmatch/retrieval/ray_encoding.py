@@ -173,20 +173,10 @@ def crash_once(shard: int) -> None:
         os._exit(1)
 
 
-def model_source(model: Any, fingerprint: str, partial: Path) -> str:
-    """What an actor loads the model from: the folder or Hub id the model came from when its
-    weights there are the ones in memory, else a copy saved (safetensors) under `partial`."""
-    from ..core.modeling import MatchingNetwork
-    from .retriever import model_fingerprint
-
-    for source in (model.model_dir, model.base_model):
-        if not source:
-            continue
-        try:
-            if model_fingerprint(MatchingNetwork.from_pretrained(str(source))) == fingerprint:
-                return str(source)
-        except TextMatchError:
-            continue
+def model_source(model: Any, partial: Path) -> str:
+    """What the actors load the model from: a copy saved (safetensors) under `partial`, so they
+    get the weights in memory, trained or not, without a second load here to compare them with
+    the folder or Hub id the model came from. On a cluster `partial` is on shared storage."""
     folder = partial / "model"
     model.save_pretrained(folder)
     return str(folder)
@@ -214,7 +204,7 @@ def encode_shards(model: Any, texts: Sequence[str], doc_ids: Sequence[str], shar
     context.enable_progress_bars = False  # textmatch's own bar below
     context.print_on_execution_start = False
     logging.getLogger("ray.data").setLevel(logging.WARNING)
-    source = model_source(model, fingerprint, partial)
+    source = model_source(model, partial)
     rows = [{"shard": s, "start": s * shard_size, "texts": list(texts[s * shard_size : (s + 1) * shard_size]),
              "doc_ids": list(doc_ids[s * shard_size : (s + 1) * shard_size])} for s in shards]
     dataset = ray.data.from_items(rows, override_num_blocks=len(rows))
