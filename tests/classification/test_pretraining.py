@@ -222,6 +222,8 @@ def test_cli_pretrain_then_train_model(tiny_bert_dir, tmp_path, capsys):
     assert set(summary["sources"]) == {"A", "B"} and summary["sources"]["A"]["classes"] == 3
     assert summary["arguments"]["objective"] == "meta-training"
     assert (meta / "model.safetensors").is_file() and not (meta / "support_set.json").exists()
+    assert summary["training_curves"] == str(tmp_path / "meta.run" / "training_curves.png")
+    assert (tmp_path / "meta.run" / "training_curves.png").stat().st_size > 5000
 
     tuned = tmp_path / "tuned"
     code, out, err = run(["train", "--model", meta, "--train", few, "--output", tuned, "--episodes", "2",

@@ -2,31 +2,16 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import warnings
-from pathlib import Path
 
 import pytest
 from conftest import make_sentences
+from test_cli import run, write_csv
 
 from textmatch import cli
 
 PLANTED = "rain forecast today please"  # under "weather" and under "music"
-
-
-def write_csv(path: Path, texts, labels) -> Path:
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(("text", "label"))
-        writer.writerows(zip(texts, labels))
-    return path
-
-
-def run(argv, capsys):
-    code = cli.main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture

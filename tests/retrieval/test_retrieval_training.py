@@ -452,6 +452,8 @@ def test_cli_train_data_saves_reports_and_resumes(tiny_bert_dir, task, tmp_path,
     assert summary["steps"] == 4 and summary["n_queries"] == 24 and summary["processes"] == 1
     run_dir = tmp_path / "model.run"
     assert summary["run_dir"] == str(run_dir)
+    assert summary["training_curves"] == str(run_dir / "training_curves.png")
+    assert (run_dir / "training_curves.png").stat().st_size > 5000
     assert summary["arguments"]["max_steps"] == 4 and summary["arguments"]["learning_rate"] == 1e-3
     assert set(summary["arguments"]) >= set(RECIPE_FIELDS) | {"per_device_train_batch_size", "seed"}
     trained = MatchingNetwork.from_pretrained(str(output))

@@ -30,7 +30,6 @@ from . import matching
 if TYPE_CHECKING:
     from .modeling import MatchingNetwork, SupportView
 
-KINDS = ("example", "label_name", "prototype")
 HEAD_NOTES = {
     "matching": "eq. 1 (attention over the support set)",
     "logreg": "the logistic regression on the support set (eq. 1 shown beside it)",
