@@ -3,6 +3,7 @@ real embeddings (recall@10 against exact search, query latency), up to 1M vector
 
     python scripts/bench_scale.py            # the full run (about 30 minutes on 2 cores)
     python scripts/bench_scale.py --quick    # every part, small (a test runs it)
+    python scripts/bench_scale.py --render-only results/scale.json   # the Markdown again, from the JSON
 
 1. Encoding: the first --texts texts of the pool (every text of ../shared/data, see `text_pool`)
    indexed by `Retriever.build` with the int8 backend, once in one process (2 threads) and once on
@@ -297,7 +298,7 @@ def render(report: dict[str, Any]) -> str:
               f"{killed['last_build']['shards']} shards and embeddings "
               f"{'equal in shape' if killed.get('same_shape_as_local') else 'NOT equal in shape'} to the one-process run.", ""]
     idx = report["indexes"]
-    cols = ["index", "n", "knob", "build s", "recall@10", "p50 ms", "p95 ms", "peak MiB after build"]
+    cols = ["index", "n", "knob", "build s", "recall@10", "p50 ms", "p95 ms", "process peak MiB so far"]
 
     def table(rows_in: list[dict[str, Any]]) -> list[str]:
         out = []
@@ -310,7 +311,8 @@ def render(report: dict[str, Any]) -> str:
     lines += ["## 2. Recall on real embeddings", "",
               f"{idx['n_database']} texts of ../shared/data as the database, {idx['n_queries']} held-out texts as "
               f"queries, dim {idx['dim']}; recall@10 against exact search; latency of one query at a time "
-              f"({report['settings']['timed']} queries, faiss on {report['settings']['threads']} threads). Built from shards of 20,000.", ""]
+              f"({report['settings']['timed']} queries, faiss on {report['settings']['threads']} threads). Built from shards of 20,000. "
+              "The memory column is the benchmark process's peak resident memory so far (ru_maxrss), not one index's size.", ""]
     lines += table(idx["real"])
     c = idx["clustered"]
     lines += ["", f"## 3. {c['n']:,} vectors clustered around the real ones", "",
@@ -337,10 +339,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timed", type=int, default=300, help="queries timed one at a time")
     parser.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "textmatch-bench")
     parser.add_argument("--output-dir", type=Path, default=REPO / "results")
+    parser.add_argument("--render-only", type=Path, metavar="JSON",
+                        help="render the Markdown of an earlier run's JSON again (no measuring)")
     parser.add_argument("--encode-worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.encode_worker:
         return encode_worker(args.encode_worker)
+    if args.render_only:
+        report = json.loads(args.render_only.read_text(encoding="utf-8"))
+        write_results(args.render_only.parent, args.render_only.stem, report, render)
+        return 0
     if not SHARED.is_dir():
         raise SystemExit(f"needs the benchmark data in {SHARED}")
     texts = args.texts if not args.quick else 600
