@@ -8,7 +8,8 @@ import pytest
 
 from conftest import TOPICS
 from textmatch import IndexConfig, Retriever
-from textmatch.retrieval.retriever import EncodedShards, passage_moments
+from textmatch.retrieval.encoded_shards import EncodedShards
+from textmatch.retrieval.retriever import passage_moments
 
 pytest.importorskip("faiss")
 
@@ -24,7 +25,7 @@ def write_shards(folder, n=23, size=5, dim=4):
 @pytest.mark.parametrize("count", [1, 2, 3, 7, 23, 40])
 def test_groups_cover_every_passage_once_in_order(tmp_path, count):
     data = write_shards(tmp_path / "p")
-    encoded = EncodedShards(tmp_path / "p", 23, 5)
+    encoded = EncodedShards.uniform(tmp_path / "p", 23, 5)
     groups = list(encoded.groups(count))
     assert len(groups) == min(count, 23)
     assert [first for first, _ in groups] == np.cumsum([0] + [len(g) for _, g in groups[:-1]]).tolist()
@@ -34,7 +35,7 @@ def test_groups_cover_every_passage_once_in_order(tmp_path, count):
 
 def test_iter_and_sample(tmp_path):
     data = write_shards(tmp_path / "p")
-    encoded = EncodedShards(tmp_path / "p", 23, 5)
+    encoded = EncodedShards.uniform(tmp_path / "p", 23, 5)
     np.testing.assert_array_equal(np.concatenate([e for _, e in encoded.iter()]), data)
     for size in (1, 4, 10, 23, 100):
         want = data[np.unique(np.linspace(0, 22, min(size, 23)).astype(np.int64))]

@@ -1,22 +1,41 @@
-"""Passage encoding on Ray Data (a local Ray instance with 2 CPUs): the index equals the
-single-process one, a killed worker is retried with nothing lost or duplicated, and an
-interrupted build resumes across engines."""
+"""Corpus encoding on Ray Data (a local Ray instance with 2 CPUs): the corpus read as a Ray
+dataset of input blocks, split and encoded by actors. The index equals the single-process one
+for every kind of source, a killed worker is retried with nothing lost or duplicated, and a
+rerun skips the blocks already on disk."""
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pytest
 from test_retrieval import make_corpus
 
 from textmatch import IndexConfig, Retriever, TextMatchError
-from textmatch.retrieval import ray_encoding
-from textmatch.retrieval.ray_encoding import CRASH_ENV, RayEngine, read_shard, write_parquet_shard
+from textmatch.retrieval.encoded_shards import partial_dir
+from textmatch.retrieval.ray_encoding import CRASH_ENV, RayEngine, block_path, encode_corpus
 
 ray = pytest.importorskip("ray", reason="the Ray engine needs `pip install textmatch[ray]`")
 pytestmark = pytest.mark.stress  # starts a Ray instance and worker processes (seconds each)
 
 QUERIES = ["rain sunny", "pizza burger", "doctor flight", "guitar album"]
-CONFIG = IndexConfig(index_kind="exact", shard_size=5, bm25=False)
+CONFIG = IndexConfig(index_kind="exact", passage_tokens=16, passage_overlap=4, bm25=False)
+ENGINE = RayEngine(concurrency=2, block_size=3)
+
+
+def corpus() -> list[dict[str, str]]:
+    """make_corpus plus documents long enough for several passages, and one without text."""
+    docs = make_corpus()
+    words = " ".join(d["text"] for d in docs[:6])
+    docs.insert(4, {"_id": "long-1", "title": "a long one", "text": words})
+    docs.insert(9, {"_id": "empty", "title": "", "text": "   "})
+    docs.append({"_id": "long-2", "title": "", "text": words + " " + words})
+    return docs
+
+
+def write_jsonl(path, docs):
+    path.write_text("".join(json.dumps(d) + "\n" for d in docs), encoding="utf-8")
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -28,77 +47,122 @@ def local_ray(tmp_path_factory):
     ray.shutdown()
 
 
-def single_process(model, tmp_path):
-    return Retriever.build(model, make_corpus(), tmp_path / "single", CONFIG, show_progress_bar=False)
+def build(model, source, folder, engine=None):
+    with pytest.warns(UserWarning, match="skipped 1 document"):
+        return Retriever.build(model, source, folder, CONFIG, show_progress_bar=False, engine=engine)
 
 
 def assert_same_index(a: Retriever, b: Retriever) -> None:
+    """Same passages in the same order, vectors to float tolerance, same top-k documents."""
     assert a.passage_docs == b.passage_docs and a.meta["n_passages"] == b.meta["n_passages"]
+    assert (a.folder / "passages.jsonl").read_text() == (b.folder / "passages.jsonl").read_text()
     va, vb = np.load(a.folder / "vectors.npy"), np.load(b.folder / "vectors.npy")
     assert va.shape == vb.shape
     np.testing.assert_allclose(va, vb, atol=1e-5)
-    assert [[d for d, _ in hits] for hits in a.search(QUERIES, top_k=5)] == \
-        [[d for d, _ in hits] for hits in b.search(QUERIES, top_k=5)]
+    hits_a, hits_b = a.search(QUERIES, top_k=5), b.search(QUERIES, top_k=5)
+    assert [[d for d, _ in hits] for hits in hits_a] == [[d for d, _ in hits] for hits in hits_b]
+    np.testing.assert_allclose([[s for _, s in hits] for hits in hits_a], [[s for _, s in hits] for hits in hits_b],
+                               atol=1e-5)
 
 
 def test_ray_index_equals_the_single_process_index(local_ray, tiny_bert_model, tmp_path):
-    built = Retriever.build(tiny_bert_model, make_corpus(), tmp_path / "ray", CONFIG, show_progress_bar=False,
-                            engine=RayEngine(concurrency=2))
-    assert built.last_build["shards"] == len(built.passage_docs) // 5 + (len(built.passage_docs) % 5 > 0) > 2
+    source = write_jsonl(tmp_path / "corpus.jsonl", corpus())
+    built = build(tiny_bert_model, source, tmp_path / "ray", ENGINE)
+    local = build(tiny_bert_model, source, tmp_path / "local")
+    assert len(local.passage_docs) > len(corpus())  # the long documents were split
+    assert built.last_build["blocks"] > 3 and built.last_build["reused_blocks"] == 0
     report = built.last_build["ray"]
-    assert report["shards"] == built.last_build["shards"] and 1 <= len(report["workers"]) <= 2
+    assert report["encoded_blocks"] == built.last_build["blocks"] and 1 <= len(report["workers"]) <= 2
     assert all(mib > 50 for mib in report["workers"].values())  # each actor's peak resident memory
-    assert_same_index(built, single_process(tiny_bert_model, tmp_path))
-    assert not (tmp_path / "ray.partial").exists()  # the shards are gone once the index is whole
+    assert_same_index(built, local)
+    assert not partial_dir(tmp_path / "ray").exists()  # the block shards are gone once the index is whole
+
+
+def test_files_of_every_format_and_datasets_give_the_single_process_index(local_ray, tiny_bert_model, tmp_path):
+    """A folder of JSONL, Parquet (blocks cut across row groups) and CSV files; a datasets.Dataset
+    saved on disk, whose blocks the workers read by reference to its Arrow files. (Text folders
+    and in-memory lists: tests/retrieval/test_corpus_blocks.py, without Ray.)"""
+    import datasets
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    docs = corpus()
+    files = tmp_path / "files"
+    files.mkdir()
+    write_jsonl(files / "a.jsonl", docs[:7])
+    pq.write_table(pa.Table.from_pylist(docs[7:20]), files / "b.parquet", row_group_size=4)
+    datasets.Dataset.from_list(docs[20:]).to_csv(str(files / "c.csv"), index=False)
+    assert_same_index(build(tiny_bert_model, files, tmp_path / "ray", ENGINE),
+                      build(tiny_bert_model, files, tmp_path / "local"))
+    datasets.Dataset.from_list(docs).save_to_disk(str(tmp_path / "saved"))
+    saved = datasets.load_from_disk(str(tmp_path / "saved"))
+    assert_same_index(build(tiny_bert_model, saved, tmp_path / "ray-ds", ENGINE),
+                      build(tiny_bert_model, saved, tmp_path / "local-ds"))
 
 
 def test_a_killed_worker_is_retried_and_nothing_is_lost_or_duplicated(local_ray, tiny_bert_model, tmp_path):
-    local_ray.write_text("2", encoding="utf-8")  # the actor that takes shard 2 dies before writing it
+    source = write_jsonl(tmp_path / "corpus.jsonl", corpus())
+    local_ray.write_text("2", encoding="utf-8")  # the actor that takes input block 2 dies before writing it
     try:
-        built = Retriever.build(tiny_bert_model, make_corpus(), tmp_path / "ray", CONFIG, show_progress_bar=False,
-                                engine=RayEngine(concurrency=2))
+        built = build(tiny_bert_model, source, tmp_path / "ray", ENGINE)
     finally:
         local_ray.unlink()
     crashed = local_ray.with_name(local_ray.name + ".crashed")
     assert crashed.is_file()  # a worker process really exited mid-run
     crashed.unlink()
-    assert_same_index(built, single_process(tiny_bert_model, tmp_path))
+    assert_same_index(built, build(tiny_bert_model, source, tmp_path / "local"))
 
 
-def test_an_interrupted_single_process_build_resumes_on_ray(local_ray, tiny_bert_model, tmp_path, monkeypatch):
-    calls = {"n": 0}
-    real = type(tiny_bert_model).encode
-
-    def two_shards_then_fail(self, *args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] > 2:
-            raise KeyboardInterrupt  # as if the user pressed Ctrl-C during the third shard
-        return real(self, *args, **kwargs)
-
-    monkeypatch.setattr(type(tiny_bert_model), "encode", two_shards_then_fail)
-    with pytest.raises(KeyboardInterrupt):
-        Retriever.build(tiny_bert_model, make_corpus(), tmp_path / "idx", CONFIG, show_progress_bar=False)
-    monkeypatch.setattr(type(tiny_bert_model), "encode", real)
-    assert sorted(p.name for p in (tmp_path / "idx.partial").glob("shard-*")) == ["shard-000000.npy", "shard-000001.npy"]
-    built = Retriever.build(tiny_bert_model, make_corpus(), tmp_path / "idx", CONFIG, show_progress_bar=False,
-                            engine=RayEngine(concurrency=2))
-    assert built.last_build["reused_shards"] == 2
-    assert_same_index(built, single_process(tiny_bert_model, tmp_path))
+def test_a_rerun_skips_the_blocks_on_disk(local_ray, tiny_bert_model, tmp_path):
+    source = write_jsonl(tmp_path / "corpus.jsonl", corpus())
+    folder = tmp_path / "idx"
+    with pytest.warns(UserWarning):  # as an interrupted build leaves it: every block but two on disk
+        first = encode_corpus(tiny_bert_model, source, folder, 16, 4, 32, _fingerprint(tiny_bert_model), ENGINE)
+    n = first.report["blocks"]
+    block_path(partial_dir(folder), 1).unlink()
+    block_path(partial_dir(folder), n - 1).unlink()
+    built = build(tiny_bert_model, source, folder, ENGINE)
+    assert built.last_build["reused_blocks"] == n - 2 and built.last_build["ray"]["encoded_blocks"] == 2
+    assert_same_index(built, build(tiny_bert_model, source, tmp_path / "local"))
 
 
-def test_parquet_shards_round_trip_and_refuse_the_wrong_rows(tmp_path):
-    vectors = np.arange(12, dtype=np.float32).reshape(3, 4)
-    path = tmp_path / "shard-000004.parquet"
-    write_parquet_shard(path, 20, ["a", "a", "b"], vectors)
-    np.testing.assert_array_equal(read_shard(path, 3, 20), vectors)
-    with pytest.raises(TextMatchError, match="does not hold passages 21"):
-        read_shard(path, 3, 21)
-    assert ray_encoding.shard_path(tmp_path, 4) == path and ray_encoding.shard_path(tmp_path, 5) is None
+def _fingerprint(model):
+    from textmatch.retrieval.retriever import model_fingerprint
+
+    return model_fingerprint(model)
+
+
+def test_errors_from_the_workers_reach_the_user_in_one_line(local_ray, tiny_bert_model, tmp_path):
+    docs = corpus()
+    bad = write_jsonl(tmp_path / "bad.jsonl", docs[:8] + [{"id": "x", "body": "no text column"}] + docs[8:])
+    with pytest.raises(TextMatchError, match=r"has no 'text' field.*--text-column"):
+        Retriever.build(tiny_bert_model, bad, tmp_path / "a", CONFIG, show_progress_bar=False, engine=ENGINE)
+    twice = write_jsonl(tmp_path / "twice.jsonl", docs + [docs[0]])
+    with pytest.raises(TextMatchError, match="appears twice"):
+        Retriever.build(tiny_bert_model, twice, tmp_path / "b", CONFIG, show_progress_bar=False, engine=ENGINE)
+
+
+def test_add_on_ray_appends_like_the_single_process_add(local_ray, tiny_bert_model, tmp_path):
+    docs = corpus()
+    first, more = write_jsonl(tmp_path / "a.jsonl", docs[:10]), write_jsonl(tmp_path / "b.jsonl", docs[10:])
+    config = IndexConfig(index_kind="exact", passage_tokens=16, passage_overlap=4, bm25=True)
+    with pytest.warns(UserWarning, match="skipped 1 document"):
+        ray_index = Retriever.build(tiny_bert_model, first, tmp_path / "ray", config, show_progress_bar=False,
+                                    engine=ENGINE)
+    with pytest.warns(UserWarning, match="skipped 1 document"):
+        local = Retriever.build(tiny_bert_model, first, tmp_path / "local", config, show_progress_bar=False)
+    ray_index.add(more, show_progress_bar=False, engine=ENGINE)
+    local.add(more, show_progress_bar=False)
+    assert_same_index(Retriever.load(tmp_path / "ray", tiny_bert_model), Retriever.load(tmp_path / "local", tiny_bert_model))
+    with pytest.raises(TextMatchError, match="appears twice"):
+        ray_index.add(first, show_progress_bar=False, engine=ENGINE)
 
 
 def test_engine_settings_are_checked():
     with pytest.raises(TextMatchError, match="concurrency"):
         RayEngine(concurrency=0)
+    with pytest.raises(TextMatchError, match="block_size"):
+        RayEngine(block_size=0)
     with pytest.raises(TextMatchError, match="backend"):
         RayEngine(backend="tensorrt")
     with pytest.raises(TextMatchError, match="runs on CPUs"):
@@ -106,18 +170,15 @@ def test_engine_settings_are_checked():
 
 
 def test_cli_index_engine_ray(local_ray, tiny_bert_dir, tmp_path, capsys):
-    from test_retrieval import write_beir
-
     from textmatch import cli
 
-    beir = write_beir(tmp_path / "beir", make_corpus())
-    base = ["index", "--model", str(tiny_bert_dir), "--corpus", str(beir), "--no-progress", "--index-backend", "exact",
-            "--shard-size", "5"]
-    assert cli.main(base + ["--output", str(tmp_path / "ray"), "--engine", "ray", "--ray-concurrency", "2"]) == 0, \
-        capsys.readouterr().err
+    source = write_jsonl(tmp_path / "corpus.jsonl", make_corpus())
+    base = ["index", "--model", str(tiny_bert_dir), "--corpus", str(source), "--no-progress", "--index-backend", "exact"]
+    assert cli.main(base + ["--output", str(tmp_path / "ray"), "--engine", "ray", "--ray-concurrency", "2",
+                            "--block-size", "4"]) == 0, capsys.readouterr().err
     assert cli.main(base + ["--output", str(tmp_path / "local")]) == 0
     capsys.readouterr()
     a, b = np.load(tmp_path / "ray" / "vectors.npy"), np.load(tmp_path / "local" / "vectors.npy")
     np.testing.assert_allclose(a, b, atol=1e-5)
-    assert cli.main(base + ["--output", str(tmp_path / "x"), "--ray-concurrency", "3"]) == 2
-    assert "--ray-concurrency applies to --engine ray" in capsys.readouterr().err
+    assert cli.main(base + ["--output", str(tmp_path / "x"), "--block-size", "3"]) == 2
+    assert "--block-size applies to --engine ray" in capsys.readouterr().err

@@ -70,15 +70,12 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--rerank", type=int, default=0, metavar="R",
                    help="with --index-backend ivfpq: re-score the R x k best candidates with the vectors kept in half "
                         "precision (recall close to exact search; default: 0, off)")
-    p.add_argument("--engine", default="local", choices=ENGINES,
-                   help="where passages are encoded: local (this process) or ray (Ray Data actors, each with the "
-                        "--backend and --threads given: a local Ray instance, or the cluster of --ray-address / "
-                        "RAY_ADDRESS; pip install 'textmatch[ray]')")
-    p.add_argument("--ray-address", default=None, metavar="ADDR",
-                   help="with --engine ray: the Ray cluster to join (e.g. ray://head:10001, head:6379 or auto)")
-    p.add_argument("--ray-concurrency", type=int, default=2, metavar="N", help="with --engine ray: encoder actors (default: 2)")
-    p.add_argument("--ray-num-cpus", type=float, default=1.0, help="with --engine ray: CPUs per actor (default: 1)")
-    p.add_argument("--ray-num-gpus", type=float, default=0.0, help="with --engine ray: GPUs per actor (default: 0)")
+    add_ray_flags(p, "where the corpus is read, split into passages and encoded: local (this process) or ray (a Ray "
+                     "Data pipeline: input blocks read by Ray tasks, encoded by actors, each with the --backend and "
+                     "--threads given)")
+    p.add_argument("--block-size", type=int, default=1000, metavar="N",
+                   help="with --engine ray: documents per input block, the unit that is read, encoded and resumed "
+                        "(default: 1000)")
     p.add_argument("--id-column", default="_id", help="document id field (default: _id, or id)")
     p.add_argument("--title-column", default="title", help="document title field (default: title)")
     p.add_argument("--text-column", default="text", help="document text field (default: text)")
@@ -103,6 +100,8 @@ def add_parsers(sub: Any) -> None:
                    help="highlight the query's terms in the table: auto (on a terminal, unless NO_COLOR is set), "
                         "always or never (default: auto)")
     p.add_argument("queries", nargs="*", metavar="QUERY", help="queries (default: read lines from stdin)")
+    add_ray_flags(p, "where the shards of an index built with --index-shards are searched: local (loaded here, "
+                     "one after the other) or ray (each shard held by a Ray actor, all searched at once)")
     add_runtime(p)
     p.set_defaults(handler=cmd_search)
 
@@ -168,6 +167,18 @@ def cmd_train_retrieval(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def add_ray_flags(p: argparse.ArgumentParser, engine_help: str) -> None:
+    """--engine and the --ray-* flags of a RayEngine."""
+    p.add_argument("--engine", default="local", choices=ENGINES,
+                   help=f"{engine_help}. Ray: a local instance, or the cluster of --ray-address / RAY_ADDRESS; "
+                        "pip install 'textmatch[ray]'")
+    p.add_argument("--ray-address", default=None, metavar="ADDR",
+                   help="with --engine ray: the Ray cluster to join (e.g. ray://head:10001, head:6379 or auto)")
+    p.add_argument("--ray-concurrency", type=int, default=2, metavar="N", help="with --engine ray: actors (default: 2)")
+    p.add_argument("--ray-num-cpus", type=float, default=1.0, help="with --engine ray: CPUs per actor (default: 1)")
+    p.add_argument("--ray-num-gpus", type=float, default=0.0, help="with --engine ray: GPUs per actor (default: 0)")
+
+
 def ray_engine(args: argparse.Namespace) -> RayEngine | None:
     """--engine ray and its --ray-* flags as a RayEngine; None for the local engine (where a
     --ray-* flag other than its default is a mistake worth saying)."""
@@ -175,12 +186,15 @@ def ray_engine(args: argparse.Namespace) -> RayEngine | None:
         given = [flag for flag, value, default in (("--ray-address", args.ray_address, None),
                                                    ("--ray-concurrency", args.ray_concurrency, 2),
                                                    ("--ray-num-cpus", args.ray_num_cpus, 1.0),
-                                                   ("--ray-num-gpus", args.ray_num_gpus, 0.0)) if value != default]
+                                                   ("--ray-num-gpus", args.ray_num_gpus, 0.0),
+                                                   ("--block-size", getattr(args, "block_size", 1000), 1000))
+                 if value != default]
         if given:
             raise TextMatchError(f"{given[0]} applies to --engine ray; add --engine ray or drop it")
         return None
     return RayEngine(address=args.ray_address, concurrency=args.ray_concurrency, num_cpus=args.ray_num_cpus,
-                     num_gpus=args.ray_num_gpus, backend=args.backend, num_threads=args.threads)
+                     num_gpus=args.ray_num_gpus, backend=getattr(args, "backend", "torch"), num_threads=args.threads,
+                     block_size=getattr(args, "block_size", 1000))
 
 
 def index_config(args: argparse.Namespace) -> Any:
@@ -223,8 +237,9 @@ def add_index_model_flags(p: argparse.ArgumentParser) -> None:
                    help="load the model index.json names even if it lies outside the index folder or is a Hub id")
 
 
-def load_index(folder: Any, args: argparse.Namespace) -> Retriever:
-    return Retriever.load(folder, model=args.model, allow_index_model=args.allow_index_model, **backend_kwargs(args))
+def load_index(folder: Any, args: argparse.Namespace, engine: RayEngine | None = None) -> Retriever:
+    return Retriever.load(folder, model=args.model, allow_index_model=args.allow_index_model, engine=engine,
+                          **backend_kwargs(args))
 
 
 def cmd_index(args: argparse.Namespace) -> int:
@@ -245,9 +260,11 @@ def cmd_index(args: argparse.Namespace) -> int:
                                     show_progress_bar=not args.no_progress, engine=ray_engine(args), **corpus_options)
         added = retriever.meta["n_documents"]
     meta = retriever.meta
-    if retriever.last_build.get("reused_shards"):
-        print(f"resumed an interrupted build: reused {retriever.last_build['reused_shards']} of "
-              f"{retriever.last_build['shards']} encoded shards", file=sys.stderr)
+    build = retriever.last_build
+    unit = "blocks" if "blocks" in build else "shards"  # the Ray engine resumes by input block
+    if build.get(f"reused_{unit}"):
+        print(f"resumed an interrupted build: reused {build[f'reused_{unit}']} of {build[unit]} encoded {unit}",
+              file=sys.stderr)
     print(f"indexed {added} documents ({meta['n_documents']} in all, {meta['n_passages']} passages, "
           f"{meta['vector_index']['kind']} index) in {time.perf_counter() - start:.1f} s -> {args.output}")
     return EXIT_OK
@@ -257,7 +274,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     if args.top_k <= 0:
         raise TextMatchError(f"--top-k must be a positive integer, got {args.top_k}")
     queries = read_lines_or(args.queries, "queries")
-    retriever = load_index(args.index, args)
+    retriever = load_index(args.index, args, engine=ray_engine(args))
     plain_json = args.json and not args.explain
     search = retriever.search if plain_json else retriever.search_hits  # hits: titles and passages too
     results = search(queries, top_k=args.top_k, **search_changes(args))

@@ -18,9 +18,12 @@ from typing import Any, Iterable, Iterator
 from ..errors import TextMatchError
 
 TEXT_SUFFIXES = (".txt", ".md", ".markdown", ".rst")
+DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet")
 
 
-def _row_document(row: dict[str, Any], id_column: str, title_column: str, text_column: str, n: int) -> dict[str, str]:
+def row_document(row: dict[str, Any], id_column: str, title_column: str, text_column: str, n: int | str) -> dict[str, str]:
+    """Row `n` (a number, or where it is) of a data file or dataset as {"_id", "title", "text"} (strings), or a
+    TextMatchError naming the missing column and the flag that names it."""
     doc_id = row.get(id_column, row.get("id") if id_column == "_id" else None)
     if doc_id is None:
         raise TextMatchError(
@@ -37,7 +40,13 @@ def _row_document(row: dict[str, Any], id_column: str, title_column: str, text_c
     return {"_id": str(doc_id), "title": str(title), "text": str(text)}
 
 
-def _text_files(folder: Path, follow_symlinks: bool) -> list[Path]:
+def data_files(folder: Path) -> list[Path]:
+    """The data files (.jsonl, .json, .csv, .tsv, .parquet) directly in `folder`, sorted: a
+    corpus split over several files is read file after file in this order."""
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in DATA_SUFFIXES and p.is_file())
+
+
+def text_files(folder: Path, follow_symlinks: bool) -> list[Path]:
     """The .txt / .md / ... files below `folder`, sorted. A symbolic link (to a file or a folder)
     that leads outside `folder` is skipped, with one warning that counts them, unless
     `follow_symlinks`: a corpus folder must not pull in, say, the system's password file."""
@@ -68,19 +77,25 @@ def _text_files(folder: Path, follow_symlinks: bool) -> list[Path]:
 
 
 def _read_text_folder(folder: Path, follow_symlinks: bool = False) -> Iterator[dict[str, str]]:
-    files = _text_files(folder, follow_symlinks)
+    files = text_files(folder, follow_symlinks)
     if not files:
         raise TextMatchError(f"{folder} holds no {', '.join(TEXT_SUFFIXES)} files and no corpus.jsonl")
     for path in files:
-        try:
-            text = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError:
-            raise TextMatchError(f"{path} is not UTF-8 text; convert it or remove it from the folder") from None
-        title = path.stem
-        first = text.lstrip().splitlines()[0] if text.strip() else ""
-        if path.suffix.lower() in (".md", ".markdown") and first.startswith("#"):
-            title = first.lstrip("#").strip() or title
-        yield {"_id": path.relative_to(folder).as_posix(), "title": title, "text": text}
+        yield text_file_document(folder, path)
+
+
+def text_file_document(folder: Path, path: Path) -> dict[str, str]:
+    """The document of one text file of a corpus folder: id = its path relative to `folder`,
+    title = its first Markdown heading (.md) or its file name."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise TextMatchError(f"{path} is not UTF-8 text; convert it or remove it from the folder") from None
+    title = path.stem
+    first = text.lstrip().splitlines()[0] if text.strip() else ""
+    if path.suffix.lower() in (".md", ".markdown") and first.startswith("#"):
+        title = first.lstrip("#").strip() or title
+    return {"_id": path.relative_to(folder).as_posix(), "title": title, "text": text}
 
 
 def read_corpus(
@@ -94,7 +109,7 @@ def read_corpus(
     """Stream the documents of `source` as {"_id", "title", "text"} (all strings).
 
     source: a BEIR folder (with corpus.jsonl), a .jsonl/.json/.csv/.tsv/.parquet file, a folder
-    of .txt/.md files (id = relative path, title = first Markdown heading or file name), a
+    of such files (read in name order), a folder of .txt/.md files (id = relative path, title = first Markdown heading or file name), a
     Hugging Face dataset name (streamed, `split` default "corpus" or "train"), or an in-memory
     `datasets.Dataset` / list of dicts. A plain `id` column is accepted for `_id`. In a folder,
     symbolic links that lead outside it are skipped (with a warning) unless `follow_symlinks`.
@@ -110,6 +125,10 @@ def read_corpus(
         path = Path(str(source)).expanduser()
         if path.is_dir() and (path / "corpus.jsonl").is_file():
             path = path / "corpus.jsonl"
+        if path.is_dir() and data_files(path) and not text_files(path, follow_symlinks):
+            for file in data_files(path):  # a corpus split over data files, read one after the other
+                yield from read_corpus(file, id_column, title_column, text_column)
+            return
         if path.is_dir():
             yield from _read_text_folder(path, follow_symlinks)
             return
@@ -157,7 +176,7 @@ def _documents(iterator: Iterator[Any], source: Any, id_column: str, title_colum
             from ..data.loading import read_error
 
             raise read_error(f"corpus {str(source)!r} (document {n})", exc) from None
-        yield _row_document(dict(row), id_column, title_column, text_column, n)
+        yield row_document(dict(row), id_column, title_column, text_column, n)
         n += 1
 
 

@@ -19,7 +19,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -34,11 +34,12 @@ from ..files import (
     write_folder,
 )
 from .corpus import checked_documents, read_corpus, split_passages
+from .encoded_shards import EncodedCorpus, EncodedShards, open_partial, partial_dir
 from .fusion import Run
 from .phrases import contains_phrases, split_phrases
 from .ranking import rank_run
 from .ranking import top_k as best
-from .ray_encoding import RayEngine, read_shard, shard_path
+from .ray_encoding import RayEngine
 from .search_settings import (
     DEFAULT_SEARCH,
     DENSE_ONLY,
@@ -135,7 +136,7 @@ def new_vector_index(config: IndexConfig, dim: int, n_expected: int) -> Any:
     return ShardedIndex(dim, shard_kind=kind, **options)
 
 
-def fill_index(vectors: Any, encoded: "EncodedShards", start: int, index_shards: int = 1) -> np.ndarray:
+def fill_index(vectors: Any, encoded: EncodedShards, start: int, index_shards: int = 1) -> np.ndarray:
     """Add the encoded passages (positions start, start + 1, ...) to `vectors` shard by shard
     and return their moments (`passage_moments`). An untrained IVF index is first trained on an
     evenly spread sample of them; a ShardedIndex gets `index_shards` shards of about equal size."""
@@ -150,6 +151,20 @@ def fill_index(vectors: Any, encoded: "EncodedShards", start: int, index_shards:
         vectors.add(emb, [str(start + first + i) for i in range(len(emb))])
         stats += passage_moments(emb)
     return stats
+
+
+def check_index_target(folder: Path, config: IndexConfig) -> None:
+    """Refuse, before any encoding, to write an index over a folder that is not one (files.check_target)."""
+    kinds = {"exact": ["vectors.npy"], "auto": ["vectors.npy", "index.faiss"]}.get(config.index_kind, ["index.faiss"])
+    kinds = ["shards/"] if config.index_shards > 1 else kinds + (["vectors_fp16.npy"] if config.rerank else [])
+    names = [INDEX_CONFIG, PASSAGES_FILE, STATS_FILE, "ids.json", *kinds, *(["bm25/"] if config.bm25 else [])]
+    check_target(folder, "index", names, legacy_index_files)
+
+
+def passage_window(model: Any, config: IndexConfig) -> tuple[int, int]:
+    """(max tokens, overlap) of the passages: the config's, shrunk to the model's length limit."""
+    max_tokens = min(config.passage_tokens, model.support_encoder.max_length)
+    return max_tokens, min(config.passage_overlap, max_tokens // 4)
 
 
 def model_fingerprint(model: Any) -> str:
@@ -199,56 +214,61 @@ class Retriever:
             raise TextMatchError(f"search mode {search.mode!r} needs the BM25 index: keep IndexConfig(bm25=True) "
                                  "or search with mode='dense'")
         folder = Path(folder).expanduser().resolve()
-        documents = checked_documents(read_corpus(corpus, **corpus_options))
-        return cls._write(model, folder, config, documents, existing=None, show_progress_bar=show_progress_bar,
-                          search=search, engine=engine)
+        check_index_target(folder, config)  # before minutes of encoding, not after
+        encoded = cls._encode(model, corpus, folder, config, corpus_options, show_progress_bar, engine, seen=set())
+        return cls._write(model, folder, config, encoded, existing=None, search=search)
 
     def add(self, corpus: Any, show_progress_bar: bool = True, engine: RayEngine | None = None,
             **corpus_options: Any) -> "Retriever":
         """Append new documents (ids must be new) and rewrite the folder atomically (engine: as in `build`)."""
-        documents = checked_documents(read_corpus(corpus, **corpus_options), seen=set(self.passage_docs))
-        new = self._write(self.model, self.folder, self.config, documents, existing=self, show_progress_bar=show_progress_bar,
-                          search=self.search_settings, engine=engine)
+        check_index_target(self.folder, self.config)
+        encoded = self._encode(self.model, corpus, self.folder, self.config, corpus_options, show_progress_bar, engine,
+                               seen=set(self.passage_docs))
+        new = self._write(self.model, self.folder, self.config, encoded, existing=self, search=self.search_settings)
         self.__dict__.update(new.__dict__)
         return self
 
+    @staticmethod
+    def _encode(model: Any, corpus: Any, folder: Path, config: IndexConfig, corpus_options: dict[str, Any],
+                show_progress_bar: bool, engine: RayEngine | None, seen: set[str]) -> EncodedCorpus:
+        """The corpus's passages and their embeddings in shards on disk: read, split and encoded
+        here, or on Ray with a RayEngine (textmatch.retrieval.ray_encoding)."""
+        max_tokens, overlap = passage_window(model, config)
+        fingerprint = model_fingerprint(model)
+        if engine is not None:
+            from .ray_encoding import encode_corpus
+
+            return encode_corpus(model, corpus, folder, max_tokens, overlap, config.batch_size, fingerprint, engine,
+                                 seen=seen, show_progress_bar=show_progress_bar, **corpus_options)
+        tokenizer = model.support_encoder.tokenizer
+        passages: list[tuple[str, str, str]] = []  # (doc_id, text, title)
+        for doc in checked_documents(read_corpus(corpus, **corpus_options), seen=seen):
+            title = doc["title"].strip()
+            for text in split_passages(doc["title"], doc["text"], tokenizer, max_tokens, overlap):
+                passages.append((doc["_id"], text, title))
+        encoded, reused = _encode_resumable(model, [t for _, t, _ in passages], folder, fingerprint, config,
+                                            show_progress_bar)
+        return EncodedCorpus(passages, encoded, {"shards": encoded.n_shards, "reused_shards": reused})
+
     @classmethod
-    def _write(cls, model: Any, folder: Path, config: IndexConfig, documents: Iterable[dict[str, str]],
-               existing: "Retriever | None", show_progress_bar: bool, search: SearchSettings,
-               engine: RayEngine | None = None) -> "Retriever":
+    def _write(cls, model: Any, folder: Path, config: IndexConfig, prepared: EncodedCorpus,
+               existing: "Retriever | None", search: SearchSettings) -> "Retriever":
         from .vector_index import load_index
 
-        kinds = {"exact": ["vectors.npy"], "auto": ["vectors.npy", "index.faiss"]}.get(config.index_kind, ["index.faiss"])
-        kinds = ["shards/"] if config.index_shards > 1 else kinds + (["vectors_fp16.npy"] if config.rerank else [])
-        names = [INDEX_CONFIG, PASSAGES_FILE, STATS_FILE, "ids.json", *kinds, *(["bm25/"] if config.bm25 else [])]
-        check_target(folder, "index", names, legacy_index_files)  # before minutes of encoding, not after
-        tokenizer = model.support_encoder.tokenizer
-        max_tokens = min(config.passage_tokens, model.support_encoder.max_length)
-        overlap = min(config.passage_overlap, max_tokens // 4)  # a short model limit shrinks both
-        passages: list[tuple[str, str]] = []  # (doc_id, text)
-        titles: dict[str, str] = {}  # doc_id -> title, for showing hits
-        for doc in documents:
-            titles[doc["_id"]] = doc["title"].strip()
-            for text in split_passages(doc["title"], doc["text"], tokenizer, max_tokens, overlap):
-                passages.append((doc["_id"], text))
+        passages, encoded = prepared.passages, prepared.encoded
         fingerprint = model_fingerprint(model)
-        encoded, reused, n_shards = _encode_resumable(
-            model, [t for _, t in passages], folder, fingerprint, config, show_progress_bar,
-            doc_ids=[d for d, _ in passages], engine=engine,
-        )
-
         with write_folder(folder, kind="index", legacy_owned=legacy_index_files) as tmp:
             if existing is not None:
                 vectors = load_index(existing.folder, existing.meta["vector_index"])
                 old = read_passages(existing.folder)
-                all_docs = existing.passage_docs + [d for d, _ in passages]
-                all_texts = [p.text for p in old] + [t for _, t in passages]
-                all_titles = [p.title for p in old] + [titles[d] for d, _ in passages]
+                all_docs = existing.passage_docs + [d for d, _, _ in passages]
+                all_texts = [p.text for p in old] + [t for _, t, _ in passages]
+                all_titles = [p.title for p in old] + [title for _, _, title in passages]
             else:
                 vectors = new_vector_index(config, encoded.dim, len(passages))
-                all_docs = [d for d, _ in passages]
-                all_texts = [t for _, t in passages]
-                all_titles = [titles[d] for d, _ in passages]
+                all_docs = [d for d, _, _ in passages]
+                all_texts = [t for _, t, _ in passages]
+                all_titles = [title for _, _, title in passages]
             start = len(all_docs) - len(passages)
             stats = fill_index(vectors, encoded, start, config.index_shards if existing is None else 1)
             vectors.save(tmp)
@@ -289,23 +309,25 @@ class Retriever:
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             }
             (tmp / INDEX_CONFIG).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-        shutil.rmtree(_partial_dir(folder), ignore_errors=True)
+        shutil.rmtree(partial_dir(folder), ignore_errors=True)
         retriever = cls(model, folder, config, meta, vectors, all_docs, bm25)
-        retriever.last_build = {"shards": n_shards, "reused_shards": reused, "new_passages": len(passages),
-                                **({"ray": encoded.engine_report} if encoded.engine_report else {})}
+        retriever.last_build = {"new_passages": len(passages), **prepared.report}
         return retriever
 
     # -- loading ----------------------------------------------------------------------------
     @classmethod
     def load(cls, folder: str | os.PathLike, model: Any = None, allow_index_model: bool = False,
-             **model_kwargs: Any) -> "Retriever":
+             engine: RayEngine | None = None, **model_kwargs: Any) -> "Retriever":
         """Open an index folder with `model` (a MatchingNetwork, or a Hub id / folder to load).
         Without it, the model named in index.json is loaded only when it lies inside the index
         folder, is textmatch's default model, or `allow_index_model=True`: an index from
         elsewhere does not choose what gets downloaded or read. A model whose weights differ
-        from the ones that built the index is refused."""
+        from the ones that built the index is refused. engine: a `RayEngine` serves the shards
+        of an index built with index_shards > 1 from Ray actors, one per shard, searched all at
+        once (textmatch.retrieval.ray_search); None: they are loaded and searched here."""
         folder = Path(folder).expanduser().resolve()
-        return read_consistent(folder, lambda: cls._load_checked(folder, model, allow_index_model, model_kwargs), "index")
+        return read_consistent(folder, lambda: cls._load_checked(folder, model, allow_index_model, model_kwargs, engine),
+                               "index")
 
     @classmethod
     def _load_checked(cls, folder: Path, *args: Any) -> "Retriever":
@@ -319,7 +341,8 @@ class Retriever:
             ) from None
 
     @classmethod
-    def _load(cls, folder: Path, model: Any, allow_index_model: bool, model_kwargs: dict[str, Any]) -> "Retriever":
+    def _load(cls, folder: Path, model: Any, allow_index_model: bool, model_kwargs: dict[str, Any],
+              engine: RayEngine | None = None) -> "Retriever":
         from ..core.modeling import MatchingNetwork
         from ..hub.resolution import DEFAULT_MODEL
         from .vector_index import load_index
@@ -343,7 +366,12 @@ class Retriever:
                 f"but the model given has fingerprint {fingerprint}: search with the same model, or build the index again"
             )
         config = IndexConfig.from_dict(meta["config"])
-        vectors = load_index(folder, meta["vector_index"])
+        if engine is not None:
+            from .ray_search import load_on_ray
+
+            vectors = load_on_ray(folder, meta["vector_index"], engine)
+        else:
+            vectors = load_index(folder, meta["vector_index"])
         passage_docs = _read_passage_docs(folder, vectors.ntotal)
         bm25 = None
         if meta.get("bm25") is not None:
@@ -680,113 +708,38 @@ def read_passages(folder: Path) -> list[Passage]:
     """Every passage of the index in `folder`, in index order."""
     path = folder / PASSAGES_FILE
     try:
-        rows = [json.loads(line) for line in open(path, encoding="utf-8")]
+        with open(path, encoding="utf-8") as fh:
+            rows = [json.loads(line) for line in fh]
         return [Passage(str(r["doc_id"]), str(r["text"]), str(r.get("title") or "")) for r in rows]
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
         raise TextMatchError(f"{path} is missing or corrupt ({exc}); build the index again") from None
 
 
-def _partial_dir(folder: Path) -> Path:
-    return folder.with_name(folder.name + ".partial")
-
-
 def _encode_resumable(model: Any, texts: list[str], folder: Path, fingerprint: str, config: IndexConfig,
-                      show_progress_bar: bool, doc_ids: list[str] | None = None,
-                      engine: "RayEngine | None" = None) -> tuple["EncodedShards", int, int]:
-    """g' embeddings of `texts` (n, dim), in shards saved under `<folder>.partial/`: a shard
-    written by an interrupted run with the same model, texts and settings is reused, not
-    recomputed, whichever engine wrote it. With a `RayEngine` the missing shards are encoded on
-    Ray first (textmatch.retrieval.ray_encoding), else here, one after the other. Returns
-    (the shards on disk, shards reused, shards in all)."""
+                      show_progress_bar: bool) -> tuple[EncodedShards, int]:
+    """g' embeddings of `texts` (n, dim), in shards of `config.shard_size` saved under
+    `<folder>.partial/` one after the other: a shard written by an interrupted run with the same
+    model, texts and settings is reused, not recomputed. Returns (the shards on disk, shards reused)."""
     import hashlib
 
     from tqdm.auto import tqdm
 
-    partial = _partial_dir(folder)
+    if not texts:
+        raise TextMatchError("no passages to encode")
     digest = hashlib.sha256()
     for text in texts:
         digest.update(text.encode("utf-8") + b"\0")
-    key = {"model": fingerprint, "texts": digest.hexdigest(), "shard_size": config.shard_size}
-    state_file = partial / "state.json"
-    if partial.is_dir():
-        try:
-            same = json.loads(state_file.read_text(encoding="utf-8")) == key
-        except (OSError, json.JSONDecodeError):
-            same = False
-        if not same:
-            shutil.rmtree(partial)
-    partial.mkdir(parents=True, exist_ok=True)
-    state_file.write_text(json.dumps(key) + "\n", encoding="utf-8")
-
-    n_shards = (len(texts) + config.shard_size - 1) // config.shard_size
-    finished = {s for s in range(n_shards) if shard_path(partial, s) is not None}
-    reused = len(finished)
-    if engine is not None:
-        from .ray_encoding import encode_shards
-
-        engine_report = encode_shards(model, texts, doc_ids if doc_ids is not None else [""] * len(texts),
-                                      [s for s in range(n_shards) if s not in finished], config.shard_size,
-                                      config.batch_size, partial, fingerprint, engine, show_progress_bar)
-    else:
-        engine_report = {}
-    bar = tqdm(total=len(texts), desc="Encoding", unit="passage", disable=not show_progress_bar or engine is not None)
+    partial = open_partial(folder, {"model": fingerprint, "texts": digest.hexdigest(), "shard_size": config.shard_size})
+    encoded = EncodedShards.uniform(partial, len(texts), config.shard_size)
+    reused = sum(path.is_file() for path in encoded.files)
+    bar = tqdm(total=len(texts), desc="Encoding", unit="passage", disable=not show_progress_bar)
     try:
-        for s in range(n_shards):
-            chunk = texts[s * config.shard_size : (s + 1) * config.shard_size]
-            if shard_path(partial, s) is None:
-                emb = model.encode(chunk, batch_size=config.batch_size, role="support").astype(np.float32)
-                with atomic_path(partial / f"shard-{s:06d}.npy") as tmp:  # a killed run leaves whole shards only
-                    np.save(tmp, emb, allow_pickle=False)
-            bar.update(len(chunk))
+        for path, start, count in zip(encoded.files, encoded.starts.tolist(), encoded.counts):
+            if not path.is_file():
+                emb = model.encode(texts[start : start + count], batch_size=config.batch_size, role="support")
+                with atomic_path(path) as tmp:  # a killed run leaves whole shards only
+                    np.save(tmp, emb.astype(np.float32), allow_pickle=False)
+            bar.update(count)
     finally:
         bar.close()
-    if not n_shards:
-        raise TextMatchError("no passages to encode")
-    encoded = EncodedShards(partial, len(texts), config.shard_size)
-    encoded.engine_report = engine_report
-    return encoded, reused, n_shards
-
-
-class EncodedShards:
-    """The finished encoding shards of a build, read back from disk one at a time (`iter`), or
-    as an evenly spread sample (`sample`): the index is built from them without holding every
-    embedding in memory (except where the index itself holds them: exact, flat, HNSW)."""
-
-    def __init__(self, partial: Path, n: int, shard_size: int) -> None:
-        self.partial, self.n, self.shard_size = partial, n, shard_size
-        self.n_shards = (n + shard_size - 1) // shard_size
-        self.dim = int(self.read(0).shape[1])
-        self.engine_report: dict[str, Any] = {}  # what a RayEngine's workers reported (ray_encoding.encode_shards)
-
-    def read(self, shard: int) -> np.ndarray:
-        """Shard `shard`'s embeddings, (rows, dim) float32."""
-        path = shard_path(self.partial, shard)
-        if path is None:
-            raise TextMatchError(f"encoding shard {shard} is missing from {self.partial}; run the build again")
-        start = shard * self.shard_size
-        return np.ascontiguousarray(read_shard(path, min(self.shard_size, self.n - start), start), dtype=np.float32)
-
-    def iter(self) -> Iterator[tuple[int, np.ndarray]]:
-        """(position of the shard's first passage, its embeddings) for every shard, in order."""
-        for shard in range(self.n_shards):
-            yield shard * self.shard_size, self.read(shard)
-
-    def groups(self, count: int) -> Iterator[tuple[int, np.ndarray]]:
-        """The passages in `count` consecutive groups of about equal size (index_shards): (first
-        position, embeddings) each, read from the shards they span."""
-        bounds = np.linspace(0, self.n, min(count, self.n) + 1).round().astype(int)
-        for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
-            parts = []
-            for shard in range(lo // self.shard_size, (hi - 1) // self.shard_size + 1):
-                first = shard * self.shard_size
-                parts.append(self.read(shard)[max(lo, first) - first : hi - first])
-            yield lo, np.concatenate(parts)
-
-    def sample(self, size: int) -> np.ndarray:
-        """`size` embeddings at evenly spaced positions (all of them when size >= n), (size, dim)."""
-        positions = np.unique(np.linspace(0, self.n - 1, min(size, self.n)).astype(np.int64))
-        parts = []
-        for shard in np.unique(positions // self.shard_size):
-            rows = positions[positions // self.shard_size == shard] - shard * self.shard_size
-            parts.append(self.read(int(shard))[rows])
-        return np.concatenate(parts)
+    return encoded, reused

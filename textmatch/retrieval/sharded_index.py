@@ -9,7 +9,8 @@ shard for its k best, maps their positions to the whole index's and keeps the k 
 the rule; with exact shards the result is the unsharded exact search's, ties included (each
 shard breaks its own ties by the same rule, so the k best of the union are among the shards' k
 best). Exact shards are memory-mapped when loaded, so the resident memory of a search is one
-shard's working set at a time.
+shard's working set at a time. For shards that do not fit one process or one host,
+textmatch.retrieval.ray_search holds each shard in a Ray actor and searches them all at once.
 
     index = ShardedIndex(384, shard_kind="exact")
     for vectors, ids in shards:
@@ -81,10 +82,7 @@ class ShardedIndex(VectorIndex):
         if self.position_of is None:
             self.position_of = {doc_id: i for i, doc_id in enumerate(self.ids)}
         scores, positions = [], []
-        for shard in self.shards:
-            if shard.ntotal == 0:
-                continue
-            s, ids = shard.search(queries, min(k, shard.ntotal))  # (m, k_s), best first by the rule
+        for s, ids in self.shard_results(queries, k):  # (m, k_s), best first by the rule
             pos = np.full(s.shape, -1, dtype=np.int64)  # (m, k_s)
             for row, row_ids in enumerate(ids):
                 pos[row, : len(row_ids)] = [self.position_of[doc_id] for doc_id in row_ids]
@@ -93,6 +91,11 @@ class ShardedIndex(VectorIndex):
         if not scores:
             return np.full((m, k), -np.inf, dtype=np.float32), np.full((m, k), -1, dtype=np.int64)
         return merge_top_k(np.concatenate(scores, axis=1), np.concatenate(positions, axis=1), k, self.id_rank)
+
+    def shard_results(self, queries: np.ndarray, k: int) -> list[tuple[np.ndarray, list[list[str]]]]:
+        """Each non-empty shard's k best for `queries` (VectorIndex.search), here one shard after
+        the other (textmatch.retrieval.ray_search asks Ray actors, all at once)."""
+        return [shard.search(queries, min(k, shard.ntotal)) for shard in self.shards if shard.ntotal]
 
     def _save_files(self, folder: Path) -> None:
         root = folder / SHARD_FOLDER
