@@ -5,10 +5,11 @@ real embeddings (recall@10 against exact search, query latency), up to 1M vector
     python scripts/bench_scale.py --quick    # every part, small (a test runs it)
     python scripts/bench_scale.py --render-only results/scale.json   # the Markdown again, from the JSON
 
-1. Encoding: the first --texts texts of the pool (every text of ../shared/data, see `text_pool`)
-   indexed by `Retriever.build` with the int8 backend, once in one process (2 threads) and once on
-   Ray (2 actors of 1 CPU and 1 thread), each in a subprocess of its own; then on Ray again with
-   one worker killed mid-run (its process exits before writing shard 3, once). Throughput ratio,
+1. Encoding: the first --texts texts of the pool (every text of ../shared/data, see `text_pool`),
+   written as one JSONL corpus file and indexed by `Retriever.build` with the int8 backend, once
+   in one process (2 threads) and once on Ray (the file read as a Ray dataset in input blocks of
+   --shard-size documents, 2 actors of 1 CPU and 1 thread), each in a subprocess of its own; then
+   on Ray again with one worker killed mid-run (its process exits before writing block 3, once). Throughput ratio,
    peak resident memory of the process and of each Ray worker, and the embeddings of the three
    runs compared.
 2. Recall on real embeddings: every text of the pool encoded once (int8, cached under
@@ -94,8 +95,7 @@ def encode_worker(spec_path: str) -> int:
     from textmatch import IndexConfig, MatchingNetwork, Retriever
     from textmatch.retrieval.ray_encoding import CRASH_ENV, RayEngine
 
-    texts = text_pool()[: spec["texts"]]
-    corpus = [{"_id": f"t{i:07d}", "title": "", "text": t} for i, t in enumerate(texts)]
+    texts = spec["texts"]
     model = MatchingNetwork.from_pretrained(backend="onnx-int8", num_threads=spec["threads"])
     engine = None
     if spec["engine"] == "ray":
@@ -103,13 +103,13 @@ def encode_worker(spec_path: str) -> int:
 
         env = {CRASH_ENV: spec["crash_control"]} if spec.get("crash_control") else {}
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": env})
-        engine = RayEngine(concurrency=2, num_cpus=1, backend="onnx-int8", num_threads=1)
+        engine = RayEngine(concurrency=2, num_cpus=1, backend="onnx-int8", num_threads=1, block_size=spec["shard_size"])
     config = IndexConfig(index_kind="exact", bm25=False, shard_size=spec["shard_size"], batch_size=64)
     start = time.perf_counter()
-    built = Retriever.build(model, corpus, spec["folder"], config, show_progress_bar=False, engine=engine)
+    built = Retriever.build(model, spec["corpus"], spec["folder"], config, show_progress_bar=False, engine=engine)
     seconds = time.perf_counter() - start
     np.save(spec["vectors_out"], np.load(Path(spec["folder"]) / "vectors.npy"))
-    report = {"engine": spec["engine"], "texts": len(texts), "seconds": seconds, "texts_per_s": len(texts) / seconds,
+    report = {"engine": spec["engine"], "texts": texts, "seconds": seconds, "texts_per_s": texts / seconds,
               "process_peak_rss_mb": peak_rss_mb(), "last_build": built.last_build}
     if spec.get("crash_control"):
         marker = Path(spec["crash_control"] + ".crashed")
@@ -121,8 +121,13 @@ def encode_worker(spec_path: str) -> int:
 
 def run_encode(engine: str, texts: int, shard_size: int, work: Path, crash_shard: int | None = None) -> dict[str, Any]:
     name = f"{engine}{'-crash' if crash_shard is not None else ''}"
+    corpus = work / "corpus.jsonl"  # the file both engines read: Ray in blocks of shard_size documents
+    if not corpus.is_file():
+        with open(corpus, "w", encoding="utf-8") as fh:
+            for i, text in enumerate(text_pool()[:texts]):
+                fh.write(json.dumps({"_id": f"t{i:07d}", "title": "", "text": text}) + "\n")
     spec = {"engine": engine, "texts": texts, "shard_size": shard_size, "threads": 2 if engine == "local" else 1,
-            "folder": str(work / name), "vectors_out": str(work / f"{name}.npy")}
+            "folder": str(work / name), "vectors_out": str(work / f"{name}.npy"), "corpus": str(corpus)}
     if crash_shard is not None:
         control = work / f"{name}.control"
         control.write_text(str(crash_shard), encoding="utf-8")
@@ -282,7 +287,8 @@ def render(report: dict[str, Any]) -> str:
     enc = report["encoding"]
     lines += ["## 1. Encoding: one process against Ray Data", "",
               f"{enc['local']['texts']} texts of ../shared/data, all-MiniLM-L6-v2 with the int8 backend, "
-              "shards of " + str(report["settings"]["shard_size"]) + " texts; each run in a subprocess of its own.", ""]
+              "read from one JSONL file: in shards of " + str(report["settings"]["shard_size"]) + " passages in one process, "
+              "in input blocks of as many documents on Ray; each run in a subprocess of its own.", ""]
     rows = []
     for name, r in (("one process, 2 threads", enc["local"]), ("Ray, 2 actors x 1 thread", enc["ray"]),
                     ("Ray, a worker killed mid-run", enc["ray_worker_killed"])):
@@ -293,9 +299,9 @@ def render(report: dict[str, Any]) -> str:
     lines += markdown_table(["run", "seconds", "texts/s", "driver peak MiB", "worker peak MiB", "max |diff| to one process"], rows)
     killed = enc["ray_worker_killed"]
     lines += ["", f"Throughput ratio Ray / one process: {enc['throughput_ratio_ray_to_local']:.2f}. "
-              f"Killed run: worker process {killed.get('killed_pid')} exited before writing shard 3 "
+              f"Killed run: worker process {killed.get('killed_pid')} exited before writing input block 3 "
               f"({'it did' if killed.get('worker_killed') else 'it did not'}); the run completed with "
-              f"{killed['last_build']['shards']} shards and embeddings "
+              f"{killed['last_build'].get('blocks', killed['last_build'].get('shards'))} blocks and embeddings "
               f"{'equal in shape' if killed.get('same_shape_as_local') else 'NOT equal in shape'} to the one-process run.", ""]
     idx = report["indexes"]
     cols = ["index", "n", "knob", "build s", "recall@10", "p50 ms", "p95 ms", "process peak MiB so far"]

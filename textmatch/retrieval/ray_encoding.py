@@ -347,9 +347,10 @@ def run_pipeline(model: Any, blocks: list[CorpusBlock], columns: CorpusColumns, 
     model_dir, tokenizer_dir = partial / "model", partial / "tokenizer"
     model.save_pretrained(model_dir)  # the actors load these weights: trained or not, whatever their source
     model.support_encoder.tokenizer.save_pretrained(str(tokenizer_dir))
-    # the read tasks reserve no CPU: a pool of actors that takes every CPU must not starve them
+    # the read tasks reserve no CPU (a pool of actors that takes every CPU must not starve them),
+    # so their number in flight is bounded instead: as many as there are actors
     documents = ray.data.read_datasource(corpus_datasource(blocks, columns), override_num_blocks=len(blocks),
-                                         num_cpus=0)
+                                         num_cpus=0, concurrency=min(engine.concurrency, len(blocks)))
     split = documents.map_batches(split_passages_stage, batch_size=None, batch_format="pyarrow",
                                   fn_kwargs={"tokenizer_dir": str(tokenizer_dir), "max_tokens": max_tokens,
                                              "overlap": overlap})
