@@ -169,16 +169,20 @@ def test_engine_settings_are_checked():
         RayEngine(backend="onnx-int8", num_gpus=1)
 
 
-def test_cli_index_engine_ray(local_ray, tiny_bert_dir, tmp_path, capsys):
+def test_cli_index_engine_ray_int8(local_ray, tiny_bert_dir, tmp_path, capsys):
+    """The int8 backend on both engines (the actors open the one export made before they start)."""
+    pytest.importorskip("onnxruntime")
     from textmatch import cli
 
     source = write_jsonl(tmp_path / "corpus.jsonl", make_corpus())
-    base = ["index", "--model", str(tiny_bert_dir), "--corpus", str(source), "--no-progress", "--index-backend", "exact"]
+    base = ["index", "--model", str(tiny_bert_dir), "--corpus", str(source), "--no-progress", "--index-backend", "exact",
+            "--backend", "onnx-int8", "--threads", "1"]
     assert cli.main(base + ["--output", str(tmp_path / "ray"), "--engine", "ray", "--ray-concurrency", "2",
                             "--block-size", "4"]) == 0, capsys.readouterr().err
     assert cli.main(base + ["--output", str(tmp_path / "local")]) == 0
     capsys.readouterr()
     a, b = np.load(tmp_path / "ray" / "vectors.npy"), np.load(tmp_path / "local" / "vectors.npy")
-    np.testing.assert_allclose(a, b, atol=1e-5)
+    # int8 is dynamic quantisation: activations are scaled per batch, and the engines batch differently
+    np.testing.assert_allclose(a, b, atol=3e-4)
     assert cli.main(base + ["--output", str(tmp_path / "x"), "--block-size", "3"]) == 2
     assert "--block-size applies to --engine ray" in capsys.readouterr().err

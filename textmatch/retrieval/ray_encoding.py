@@ -34,12 +34,13 @@ give the documents read_corpus streams, both split them with the same function a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 
@@ -336,17 +337,46 @@ def run_pipeline(model: Any, blocks: list[CorpusBlock], columns: CorpusColumns, 
                  show_progress_bar: bool) -> dict[str, Any]:
     """Read, split and encode `blocks` on Ray; returns when every block's shard is on disk, with
     what the workers reported: {"workers": {pid: peak resident MiB}, "encoded_blocks": n}."""
+    ray = start_ray(engine)
+    with data_context(ray, enable_progress_bars=False,  # textmatch's own bar below
+                      print_on_execution_start=False,
+                      target_max_block_size=None):  # an input block stays one Ray block through the split stage
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
+        workers = execute(ray, model, blocks, columns, partial, max_tokens, overlap, batch_size, fingerprint, engine,
+                          show_progress_bar)
+    unfinished = [b.name() for b in blocks if not block_path(partial, b.number).is_file()]
+    if unfinished:
+        raise TextMatchError(f"Ray finished without the blocks {unfinished[:3]}; run the same command again")
+    return {"workers": workers, "encoded_blocks": len(blocks)}
+
+
+@contextlib.contextmanager
+def data_context(ray: Any, **settings: Any) -> Iterator[None]:
+    """Ray Data's DataContext with `settings` for the duration, the caller's own restored after."""
+    context = ray.data.DataContext.get_current()
+    before = {name: getattr(context, name) for name in settings}
+    try:
+        for name, value in settings.items():
+            setattr(context, name, value)
+        yield
+    finally:
+        for name, value in before.items():
+            setattr(context, name, value)
+
+
+def execute(ray: Any, model: Any, blocks: list[CorpusBlock], columns: CorpusColumns, partial: Path, max_tokens: int,
+            overlap: int, batch_size: int, fingerprint: str, engine: RayEngine,
+            show_progress_bar: bool) -> dict[int, float]:
+    """The pipeline of the module docstring on `blocks`, run to the end: {worker pid: peak MiB}."""
     from tqdm.auto import tqdm
 
-    ray = start_ray(engine)
-    context = ray.data.DataContext.get_current()
-    context.enable_progress_bars = False  # textmatch's own bar below
-    context.print_on_execution_start = False
-    context.target_max_block_size = None  # an input block stays one Ray block through the split stage
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
     model_dir, tokenizer_dir = partial / "model", partial / "tokenizer"
     model.save_pretrained(model_dir)  # the actors load these weights: trained or not, whatever their source
     model.support_encoder.tokenizer.save_pretrained(str(tokenizer_dir))
+    if engine.backend != "torch":  # export once, here, into the copy's ONNX cache: the actors then open it
+        from ..core.modeling import MatchingNetwork  # instead of each exporting (and racing) on their own
+
+        MatchingNetwork.from_pretrained(str(model_dir), backend=engine.backend, num_threads=1)
     # the read tasks reserve no CPU (a pool of actors that takes every CPU must not starve them),
     # so their number in flight is bounded instead: as many as there are actors
     documents = ray.data.read_datasource(corpus_datasource(blocks, columns), override_num_blocks=len(blocks),
@@ -374,10 +404,7 @@ def run_pipeline(model: Any, blocks: list[CorpusBlock], columns: CorpusColumns, 
         raise TextMatchError(ray_failure(exc)) from None
     finally:
         bar.close()
-    unfinished = [b.name() for b in blocks if not block_path(partial, b.number).is_file()]
-    if unfinished:
-        raise TextMatchError(f"Ray finished without the blocks {unfinished[:3]}; run the same command again")
-    return {"workers": workers, "encoded_blocks": len(blocks)}
+    return workers
 
 
 def ray_failure(exc: BaseException) -> str:
