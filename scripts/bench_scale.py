@@ -298,6 +298,14 @@ def render(report: dict[str, Any]) -> str:
                      fmt(r.get("max_abs_diff_to_local"), 7) if "max_abs_diff_to_local" in r else "(reference)"])
     lines += markdown_table(["run", "seconds", "texts/s", "driver peak MiB", "worker peak MiB", "max |diff| to one process"], rows)
     killed = enc["ray_worker_killed"]
+    ray_run = enc["ray"]["last_build"]["ray"]
+    if "prepare_seconds" in ray_run:
+        lines += ["", f"Inside the Ray run ({ray_run['seconds']:.1f} s from Ray's start to the last block): "
+                  f"{ray_run['prepare_seconds']:.1f} s preparing (the model copy the actors load and its one int8 export; "
+                  "the one-process run reuses the export cached next to the model), "
+                  f"{ray_run['first_block_seconds']:.1f} s from the pipeline's start to its first finished block "
+                  "(actors starting, loading the model), the rest encoding. The build around it (reading the blocks' "
+                  "passages back, filling the index, writing the folder) is in the seconds column."]
     lines += ["", f"Throughput ratio Ray / one process: {enc['throughput_ratio_ray_to_local']:.2f}. "
               f"Killed run: worker process {killed.get('killed_pid')} exited before writing input block 3 "
               f"({'it did' if killed.get('worker_killed') else 'it did not'}); the run completed with "

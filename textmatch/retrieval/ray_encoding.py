@@ -38,6 +38,7 @@ import contextlib
 import json
 import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -336,18 +337,20 @@ def run_pipeline(model: Any, blocks: list[CorpusBlock], columns: CorpusColumns, 
                  overlap: int, batch_size: int, fingerprint: str, engine: RayEngine,
                  show_progress_bar: bool) -> dict[str, Any]:
     """Read, split and encode `blocks` on Ray; returns when every block's shard is on disk, with
-    what the workers reported: {"workers": {pid: peak resident MiB}, "encoded_blocks": n}."""
+    what the workers reported: {"workers": {pid: peak resident MiB}, "encoded_blocks": n, and
+    the seconds of the whole run and of its parts (`execute`)}."""
+    started = time.perf_counter()
     ray = start_ray(engine)
     with data_context(ray, enable_progress_bars=False,  # textmatch's own bar below
                       print_on_execution_start=False,
                       target_max_block_size=None):  # an input block stays one Ray block through the split stage
         logging.getLogger("ray.data").setLevel(logging.WARNING)
-        workers = execute(ray, model, blocks, columns, partial, max_tokens, overlap, batch_size, fingerprint, engine,
-                          show_progress_bar)
+        report = execute(ray, model, blocks, columns, partial, max_tokens, overlap, batch_size, fingerprint, engine,
+                         show_progress_bar)
     unfinished = [b.name() for b in blocks if not block_path(partial, b.number).is_file()]
     if unfinished:
         raise TextMatchError(f"Ray finished without the blocks {unfinished[:3]}; run the same command again")
-    return {"workers": workers, "encoded_blocks": len(blocks)}
+    return {**report, "encoded_blocks": len(blocks), "seconds": time.perf_counter() - started}
 
 
 @contextlib.contextmanager
@@ -366,15 +369,20 @@ def data_context(ray: Any, **settings: Any) -> Iterator[None]:
 
 def execute(ray: Any, model: Any, blocks: list[CorpusBlock], columns: CorpusColumns, partial: Path, max_tokens: int,
             overlap: int, batch_size: int, fingerprint: str, engine: RayEngine,
-            show_progress_bar: bool) -> dict[int, float]:
-    """The pipeline of the module docstring on `blocks`, run to the end: {worker pid: peak MiB}."""
+            show_progress_bar: bool) -> dict[str, Any]:
+    """The pipeline of the module docstring on `blocks`, run to the end: {"workers": {worker pid:
+    peak MiB}, "prepare_seconds": the model copy (and its one export), "first_block_seconds":
+    from the start of the pipeline to its first finished block (the actors' start)}."""
     from tqdm.auto import tqdm
 
+    started = time.perf_counter()
     model_dir, tokenizer_dir = partial / "model", partial / "tokenizer"
     model.save_pretrained(model_dir)  # the actors load these weights: trained or not, whatever their source
     model.support_encoder.tokenizer.save_pretrained(str(tokenizer_dir))
-    if engine.backend != "torch":  # export once, here, into the copy's ONNX cache: the actors then open it
-        from ..core.modeling import MatchingNetwork  # instead of each exporting (and racing) on their own
+    if engine.backend != "torch":
+        # export once, here, into the copy's ONNX cache: the actors then open it instead of each
+        # exporting (and racing each other) on their own
+        from ..core.modeling import MatchingNetwork
 
         MatchingNetwork.from_pretrained(str(model_dir), backend=engine.backend, num_threads=1)
     # the read tasks reserve no CPU (a pool of actors that takes every CPU must not starve them),
@@ -396,15 +404,18 @@ def execute(ray: Any, model: Any, blocks: list[CorpusBlock], columns: CorpusColu
     )
     bar = tqdm(total=len(blocks), desc="Encoding on Ray", unit="block", disable=not show_progress_bar)
     workers: dict[int, float] = {}
+    prepared = time.perf_counter()
+    first = None
     try:
         for row in encoded.iter_rows():
+            first = first if first is not None else time.perf_counter() - prepared
             bar.update(1)
             workers[int(row["pid"])] = max(workers.get(int(row["pid"]), 0.0), float(row["peak_rss_mb"]))
     except Exception as exc:  # noqa: BLE001 - Ray wraps worker errors in its own types
         raise TextMatchError(ray_failure(exc)) from None
     finally:
         bar.close()
-    return workers
+    return {"workers": workers, "prepare_seconds": prepared - started, "first_block_seconds": first}
 
 
 def ray_failure(exc: BaseException) -> str:
