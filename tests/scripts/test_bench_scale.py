@@ -26,7 +26,9 @@ def test_bench_scale_quick(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     report = json.loads((tmp_path / "scale_quick.json").read_text())
     enc = report["encoding"]
-    assert enc["ray"]["max_abs_diff_to_local"] < 1e-4 and enc["ray_worker_killed"]["max_abs_diff_to_local"] < 1e-4
+    for run in ("ray", "ray_worker_killed"):  # the same passages in the same order, embeddings within int8's noise
+        assert enc[run]["same_passages_as_local"] is True and enc[run]["min_cosine_to_local"] > 0.97, enc[run]
+    assert enc["local_batch_32"]["max_abs_diff_to_local"] > 0  # int8's floor: another batching, other numbers
     assert enc["ray_worker_killed"]["worker_killed"] is True
     assert len(enc["ray"]["last_build"]["ray"]["workers"]) >= 1
     rows = report["indexes"]["real"] + report["indexes"]["clustered"]["rows"]
