@@ -321,7 +321,7 @@ def render(report: dict[str, Any]) -> str:
                   f"{ray_run['prepare_seconds']:.1f} s preparing (the model copy the actors load and its one int8 export; "
                   "the one-process run reuses the export cached next to the model), "
                   f"{ray_run['first_block_seconds']:.1f} s from the pipeline's start to its first finished block "
-                  "(actors starting, loading the model), the rest encoding. The build around it (reading the blocks' "
+                  "(actors starting, loading the model, encoding their first blocks), the rest encoding. The build around it (reading the blocks' "
                   "passages back, filling the index, writing the folder) is in the seconds column."]
     lines += ["", f"Throughput ratio Ray / one process: {enc['throughput_ratio_ray_to_local']:.2f}. "
               f"Killed run: worker process {killed.get('killed_pid')} exited before writing input block 3 "

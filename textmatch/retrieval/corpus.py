@@ -22,8 +22,8 @@ DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet")
 
 
 def row_document(row: dict[str, Any], id_column: str, title_column: str, text_column: str, n: int | str) -> dict[str, str]:
-    """Row `n` (a number, or where it is) of a data file or dataset as {"_id", "title", "text"} (strings), or a
-    TextMatchError naming the missing column and the flag that names it."""
+    """Row `n` (a number, or where it is) of a data file or dataset as {"_id", "title",
+    "text"} (strings), or a TextMatchError naming the missing column and the flag that names it."""
     doc_id = row.get(id_column, row.get("id") if id_column == "_id" else None)
     if doc_id is None:
         raise TextMatchError(
@@ -109,10 +109,11 @@ def read_corpus(
     """Stream the documents of `source` as {"_id", "title", "text"} (all strings).
 
     source: a BEIR folder (with corpus.jsonl), a .jsonl/.json/.csv/.tsv/.parquet file, a folder
-    of such files (read in name order), a folder of .txt/.md files (id = relative path, title = first Markdown heading or file name), a
-    Hugging Face dataset name (streamed, `split` default "corpus" or "train"), or an in-memory
-    `datasets.Dataset` / list of dicts. A plain `id` column is accepted for `_id`. In a folder,
-    symbolic links that lead outside it are skipped (with a warning) unless `follow_symlinks`.
+    of such files (read in name order), a folder of .txt/.md files (id = relative path, title =
+    first Markdown heading or file name), a Hugging Face dataset name (streamed, `split` default
+    "corpus" or "train"), or an in-memory `datasets.Dataset` / list of dicts. A plain `id`
+    column is accepted for `_id`. In a folder, symbolic links that lead outside it are skipped
+    (with a warning) unless `follow_symlinks`.
     """
     import datasets
 
