@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from textmatch import TextMatchError
-from textmatch.retrieval.sharded_index import ShardedIndex, merge_top_k
-from textmatch.retrieval.vector_index import ExactIndex, load_index
+from textmatch.retrieval.sharded_index import ShardedIndex
+from textmatch.retrieval.vector_index import ExactIndex, load_index, merge_top_k
 
 faiss = pytest.importorskip("faiss")
 

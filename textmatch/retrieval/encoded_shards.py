@@ -29,11 +29,12 @@ STATE_FILE = "state.json"
 @dataclass
 class EncodedCorpus:
     """A corpus ready to be written as an index: its passages (doc_id, text, title) in index
-    order, their embeddings in shards on disk, and a report of the run (shards, reused ones,
-    what Ray's workers reported)."""
+    order, their embeddings in shards on disk, the fingerprint of the model that encoded them,
+    and a report of the run (shards, reused ones, what Ray's workers reported)."""
 
     passages: list[tuple[str, str, str]]
     encoded: "EncodedShards"
+    fingerprint: str
     report: dict[str, Any]
 
 

@@ -127,11 +127,8 @@ def documents_table(block: CorpusBlock, columns: CorpusColumns) -> Any:
     import pyarrow as pa
 
     docs = read_block(block, columns)
-    if not docs:
-        docs, rows = [{"_id": "", "title": "", "text": ""}], [-1]
-    else:
-        rows = list(range(len(docs)))
-    n = len(docs) if rows[0] >= 0 else 0
+    n, rows = len(docs), list(range(len(docs))) or [-1]
+    docs = docs or [{"_id": "", "title": "", "text": ""}]
     return pa.table({
         "block": pa.array([block.number] * len(docs), type=pa.int64()),
         "row": pa.array(rows, type=pa.int64()),
@@ -330,7 +327,7 @@ def encode_corpus(model: Any, corpus: Any, folder: Path, max_tokens: int, overla
     passages, counts = collect_passages(partial, len(plan.blocks), set(seen))
     encoded = EncodedShards([block_path(partial, b.number) for b in plan.blocks], counts)
     report = {"blocks": len(plan.blocks), "reused_blocks": len(plan.blocks) - len(missing), "ray": workers}
-    return EncodedCorpus(passages, encoded, report)
+    return EncodedCorpus(passages, encoded, fingerprint, report)
 
 
 def run_pipeline(model: Any, blocks: list[CorpusBlock], columns: CorpusColumns, partial: Path, max_tokens: int,
@@ -381,7 +378,8 @@ def execute(ray: Any, model: Any, blocks: list[CorpusBlock], columns: CorpusColu
     model.support_encoder.tokenizer.save_pretrained(str(tokenizer_dir))
     if engine.backend != "torch":
         # export once, here, into the copy's ONNX cache: the actors then open it instead of each
-        # exporting (and racing each other) on their own
+        # exporting (and racing each other) on their own. From the copy, loaded on the CPU: the
+        # model in hand may be on a GPU, where the ONNX export does not run.
         from ..core.modeling import MatchingNetwork
 
         MatchingNetwork.from_pretrained(str(model_dir), backend=engine.backend, num_threads=1)

@@ -248,15 +248,14 @@ class Retriever:
                 passages.append((doc["_id"], text, title))
         encoded, reused = _encode_resumable(model, [t for _, t, _ in passages], folder, fingerprint, config,
                                             show_progress_bar)
-        return EncodedCorpus(passages, encoded, {"shards": encoded.n_shards, "reused_shards": reused})
+        return EncodedCorpus(passages, encoded, fingerprint, {"shards": encoded.n_shards, "reused_shards": reused})
 
     @classmethod
     def _write(cls, model: Any, folder: Path, config: IndexConfig, prepared: EncodedCorpus,
                existing: "Retriever | None", search: SearchSettings) -> "Retriever":
         from .vector_index import load_index
 
-        passages, encoded = prepared.passages, prepared.encoded
-        fingerprint = model_fingerprint(model)
+        passages, encoded, fingerprint = prepared.passages, prepared.encoded, prepared.fingerprint
         with write_folder(folder, kind="index", legacy_owned=legacy_index_files) as tmp:
             if existing is not None:
                 vectors = load_index(existing.folder, existing.meta["vector_index"])

@@ -26,7 +26,14 @@ from typing import Any
 import numpy as np
 
 from ..errors import TextMatchError
-from .vector_index import FAISS_KINDS, SHARDED, VectorIndex, load_index, make_index
+from .vector_index import (
+    FAISS_KINDS,
+    SHARDED,
+    VectorIndex,
+    load_index,
+    make_index,
+    merge_top_k,
+)
 
 SHARD_FOLDER = "shards"
 
@@ -117,17 +124,3 @@ class ShardedIndex(VectorIndex):
         if total != ntotal:
             raise TextMatchError(f"the shards in {folder / SHARD_FOLDER} hold {total} vectors, not {ntotal}: save the index again")
 
-
-def merge_top_k(scores: np.ndarray, positions: np.ndarray, k: int, id_rank: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The k best candidates of each row by the ranking rule (score descending, then id
-    descending via `id_rank`), best first. scores (m, c) float32, positions (m, c) int64 with -1
-    for none (its score -inf) -> (m, k) each, missing places last as -inf / -1."""
-    rank = np.where(positions >= 0, id_rank[np.clip(positions, 0, None)], -1)  # (m, c): -1 sorts after every id
-    order = np.lexsort((-rank, -scores.astype(np.float64)), axis=-1)[:, :k]  # (m, min(c, k))
-    top_scores = np.take_along_axis(scores, order, axis=1)
-    top_positions = np.take_along_axis(positions, order, axis=1)
-    if top_scores.shape[1] < k:  # fewer candidates than k in all
-        pad = k - top_scores.shape[1]
-        top_scores = np.pad(top_scores, ((0, 0), (0, pad)), constant_values=-np.inf)
-        top_positions = np.pad(top_positions, ((0, 0), (0, pad)), constant_values=-1)
-    return top_scores.astype(np.float32), top_positions

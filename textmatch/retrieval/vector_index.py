@@ -53,6 +53,7 @@ __all__ = [
     "VectorIndex",
     "load_index",
     "make_index",
+    "merge_top_k",
 ]
 
 INDEX_KINDS = ("exact", "flat", "hnsw", "ivfflat", "ivfpq", "auto")
@@ -373,6 +374,21 @@ def _top_k(scores: np.ndarray, pos: np.ndarray, k: int, id_rank: np.ndarray) -> 
     return np.take_along_axis(scores, keep, axis=1), np.take_along_axis(pos, keep, axis=1)
 
 
+def merge_top_k(scores: np.ndarray, positions: np.ndarray, k: int, id_rank: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The k best candidates of each row by the ranking rule (score descending, then id
+    descending via `id_rank`), best first. scores (m, c) float32, positions (m, c) int64 with -1
+    for none (its score -inf) -> (m, k) each, missing places last as -inf / -1."""
+    rank = np.where(positions >= 0, id_rank[np.clip(positions, 0, None)], -1)  # (m, c): -1 sorts after every id
+    order = np.lexsort((-rank, -scores.astype(np.float64)), axis=-1)[:, :k]  # (m, min(c, k))
+    top_scores = np.take_along_axis(scores, order, axis=1)
+    top_positions = np.take_along_axis(positions, order, axis=1)
+    if top_scores.shape[1] < k:  # fewer candidates than k in all
+        pad = k - top_scores.shape[1]
+        top_scores = np.pad(top_scores, ((0, 0), (0, pad)), constant_values=-np.inf)
+        top_positions = np.pad(top_positions, ((0, 0), (0, pad)), constant_values=-1)
+    return top_scores.astype(np.float32), top_positions
+
+
 # --------------------------------------------------------------------------------------------
 # exact search in numpy
 
@@ -645,10 +661,7 @@ class FaissIndex(VectorIndex):
             part = np.clip(candidates[start : start + RERANK_QUERIES], 0, None)
             rows = stored[part].astype(np.float32)  # (chunk, c, dim)
             scores[start : start + RERANK_QUERIES] = np.einsum("mcd,md->mc", rows, queries[start : start + RERANK_QUERIES])
-        scores = np.where(found, scores, -np.inf).astype(np.float32)
-        rank = np.where(found, self.id_rank[np.clip(candidates, 0, None)], -1)
-        order = np.lexsort((-rank, -scores.astype(np.float64)), axis=-1)[:, :k]  # the rule: score, then id
-        return np.take_along_axis(scores, order, axis=1), np.take_along_axis(candidates, order, axis=1)
+        return merge_top_k(np.where(found, scores, -np.inf).astype(np.float32), candidates, k, self.id_rank)
 
     def _save_files(self, folder: Path) -> None:
         if self._index is not None:
